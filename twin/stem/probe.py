@@ -1,0 +1,73 @@
+"""The focused probe: a soft-edged condenser aperture and the aberration phase of the probe-forming lens."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import jax.numpy as jnp
+
+from twin.stem import optics
+
+# Common names accepted for aberration coefficients, and the Krivanek coefficient each sets.
+ABERRATION_ALIASES = {"defocus": ("C10", -1.0), "Cs": ("C30", 1.0), "C5": ("C50", 1.0)}
+
+
+def _check_positive(name: str, value, unit: str):
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise ValueError(f"{name}={value!r} is not allowed; it must be positive [{unit}]")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProbeSpec:
+    """A convergent STEM probe.
+
+    energy: beam energy [eV]; semiangle: convergence semi-angle [mrad];
+    aberrations: Krivanek coefficients {"C10": ..., "C12": ..., "phi12": ..., ..., "C56", "phi56"}, lengths
+        [Angstrom], angles [rad]; also "defocus" (= -C10), "Cs" (= C30), "C5" (= C50) [Angstrom].
+
+    Example: ProbeSpec(energy=200e3, semiangle=25.0, aberrations={"defocus": 50.0, "C30": -1e4})
+    """
+
+    energy: float
+    semiangle: float
+    aberrations: Mapping[str, float] = field(default_factory=dict)
+
+    def __post_init__(self):
+        _check_positive("energy", self.energy, "eV")
+        _check_positive("semiangle", self.semiangle, "mrad")
+        allowed = optics.ABERRATION_NAMES + tuple(ABERRATION_ALIASES)
+        for name, value in self.aberrations.items():
+            if name not in allowed:
+                raise ValueError(f"aberration {name!r} does not exist; allowed: {', '.join(allowed)}")
+            if not (isinstance(value, (int, float)) and math.isfinite(value)):
+                raise ValueError(f"aberration {name}={value!r} is not allowed; it must be a finite number")
+        object.__setattr__(self, "aberrations", dict(self.aberrations))
+
+    @property
+    def coefficients(self) -> dict[str, float]:
+        """The aberrations in Krivanek names only, aliases resolved."""
+        out = {}
+        for name, value in self.aberrations.items():
+            target, sign = ABERRATION_ALIASES.get(name, (name, 1.0))
+            out[target] = out.get(target, 0.0) + sign * value
+        return out
+
+    @property
+    def wavelength(self) -> float:
+        """[Angstrom]"""
+        return optics.wavelength(self.energy)
+
+
+def probe_fourier(spec: ProbeSpec, k, phi, angular_sampling, dtype=jnp.complex64):
+    """Probe at the origin in Fourier space, A(k) exp(-i chi(k)), with sum |.|^2 = 1.
+
+    k, phi: polar frequencies on the (ny, nx) grid [1/Angstrom, rad]; angular_sampling (dy, dx) [rad].
+    """
+    alpha = jnp.asarray(k * spec.wavelength)
+    phi = jnp.asarray(phi)
+    aperture = optics.soft_aperture(alpha, phi, spec.semiangle * 1e-3, angular_sampling)
+    chi = optics.aberration_phase(alpha, phi, spec.coefficients, spec.wavelength)
+    array = (aperture * jnp.exp(-1j * chi)).astype(dtype)
+    return array / jnp.sqrt(jnp.sum(jnp.abs(array) ** 2))
