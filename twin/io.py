@@ -1,0 +1,65 @@
+"""Files at the edges: reading structures, writing results without leaving partial files behind."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from pathlib import Path
+
+import ase.io
+import xarray as xr
+from ase import Atoms
+
+from twin.structures import check_atoms
+
+
+def write_dataset_atomic(ds: xr.Dataset, path: str | os.PathLike) -> Path:
+    """Write `ds` as netCDF4 (engine h5netcdf) to `path`, atomically.
+
+    The data go to a temporary file in the same directory, renamed onto `path` only once complete, so
+    `path` is either the old file or the whole new one; on any error the temporary file is removed and
+    the error re-raised. Returns `path` as a Path.
+
+    Example: write_dataset_atomic(simulate(atoms, ...), "haadf.nc")
+    """
+    path = Path(path)
+    # A fresh name rather than tempfile.mkstemp, so the file gets the usual permissions (umask), not 0600.
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        ds.to_netcdf(tmp, engine="h5netcdf")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+    return path
+
+
+def read_structure(path: str | os.PathLike) -> Atoms:
+    """The structure in `path` (any format ase.io.read knows; the last image of a trajectory).
+
+    Raises ValueError with a one-line message naming the file when it is missing, cannot be parsed,
+    has no atoms or lacks the orthorhombic cell periodic in x and y that the simulators need
+    (`twin.structures.check_atoms`).
+
+    Example: atoms = read_structure("graphene.xyz")  # extended XYZ keeps the cell
+    """
+    path = Path(path)
+    if not path.is_file():
+        reason = "is a directory" if path.is_dir() else "does not exist"
+        raise ValueError(f"structure file {str(path)!r} {reason}")
+    try:
+        atoms = ase.io.read(path)
+    except Exception as e:  # ase raises many types for bad files; all mean "cannot parse".
+        detail = " ".join(str(e).split()) or f"the {path.suffix or 'format'} parser failed ({type(e).__name__})"
+        raise ValueError(f"structure file {str(path)!r} could not be read: {detail}") from e
+    if isinstance(atoms, list):
+        if not atoms:
+            raise ValueError(f"structure file {str(path)!r} holds no structure")
+        atoms = atoms[-1]
+    try:
+        check_atoms(atoms)
+    except ValueError as e:
+        raise ValueError(f"structure file {str(path)!r}: {e}") from e
+    return atoms
