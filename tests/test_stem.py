@@ -1,0 +1,80 @@
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from twin.stem import AnnularDetector, GridScan, PotentialSpec, ProbeSpec, simulate
+from potentials.projected import grid_shape
+from twin.stem.optics import cutoff_angle
+from twin.structures import graphene
+
+ATOMS = graphene((2, 1))
+EXTENT = tuple(ATOMS.cell.lengths()[:2])
+PROBE = ProbeSpec(energy=80e3, semiangle=25.0, aberrations={"defocus": 10.0, "C30": 5e3})
+POTENTIAL = PotentialSpec(sampling=0.1, slice_thickness=2.0)
+
+
+def run(atoms=ATOMS, scan=GridScan(step=0.4), detectors=None, **kwargs):
+    detectors = detectors or [AnnularDetector(name="BF", inner=0, outer=25),
+                              AnnularDetector(name="HAADF", inner=60, outer=120)]
+    return simulate(atoms, probe=PROBE, potential=POTENTIAL, scan=scan, detectors=detectors, **kwargs)
+
+
+def test_intensity_is_conserved_up_to_the_antialiasing_limit():
+    top = cutoff_angle(grid_shape(EXTENT, POTENTIAL.sampling), EXTENT, PROBE.energy) * 1e3
+    ds = run(detectors=[AnnularDetector(name="all", inner=0, outer=top)])
+    total = ds["all"].values
+    assert np.all(total <= 1 + 1e-5) and np.all(total > 0.995)
+
+
+def test_detectors_add_up():
+    ds = run(detectors=[AnnularDetector(name="a", inner=0, outer=40), AnnularDetector(name="b", inner=40, outer=100),
+                        AnnularDetector(name="ab", inner=0, outer=100)])
+    np.testing.assert_allclose(ds["a"] + ds["b"], ds["ab"], atol=1e-6)
+
+
+def test_small_memory_budget_gives_the_same_images_in_smaller_batches():
+    np.testing.assert_allclose(run(memory_limit=int(1.5e6))["HAADF"], run()["HAADF"], atol=1e-7)
+
+
+def test_a_job_larger_than_memory_is_refused_with_its_estimate():
+    with pytest.raises(MemoryError, match="GiB"):
+        run(memory_limit=100_000)
+
+
+@settings(max_examples=5, deadline=None)
+@given(dx=st.floats(0.0, 1.0), dy=st.floats(0.0, 1.0))
+def test_image_follows_a_subpixel_shift_of_the_sample(dx, dy):
+    """Shifting the atoms by d and the scan by d gives the same image: nothing depends on the pixel grid."""
+    shift = np.array([dx, dy]) * 0.1
+    region = (0.5, 0.3, 2.5, 2.3)
+    moved = ATOMS.copy()
+    moved.positions[:, :2] += shift
+    shifted_region = (region[0] + shift[0], region[1] + shift[1], region[2] + shift[0], region[3] + shift[1])
+    a = run(scan=GridScan(step=0.5, region=region))
+    b = run(moved, scan=GridScan(step=0.5, region=shifted_region))
+    for name in ("BF", "HAADF"):
+        np.testing.assert_allclose(b[name].values, a[name].values, atol=2e-6, rtol=2e-4)
+
+
+def test_float64_agrees_with_float32():
+    a, b = run(precision="float64"), run()
+    np.testing.assert_allclose(b["HAADF"], a["HAADF"], rtol=2e-4, atol=1e-7)
+    np.testing.assert_allclose(b["BF"], a["BF"], atol=2e-6)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"precision": "float16"}, "precision"),
+    ({"detectors": [AnnularDetector(name="X", inner=60, outer=900)]}, "sampling of"),
+    ({"scan": GridScan(step=0.4, region=(0, 0, 50, 1))}, "outside the cell"),
+])
+def test_bad_jobs_are_refused_by_name(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        run(**kwargs)
+
+
+def test_dataset_carries_units_and_parameters():
+    ds = run()
+    assert ds["HAADF"].dims == ("y", "x")
+    assert ds.x.attrs["units"] == "Angstrom" and ds["HAADF"].attrs["units"] == "fraction of incident intensity"
+    assert ds.attrs["C10_ang"] == -10.0 and ds.attrs["C30_ang"] == 5e3 and ds.attrs["energy_eV"] == 80e3
+    np.testing.assert_allclose(ds.x.values, np.arange(len(ds.x)) * EXTENT[0] / len(ds.x))
