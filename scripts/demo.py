@@ -7,15 +7,14 @@ Run with: .venv/bin/python scripts/demo.py [--out DIR]
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from twin.io import write_dataset_atomic  # noqa: E402
 from twin.plot import save_image_png  # noqa: E402
 from twin.stem.detectors import AnnularDetector  # noqa: E402
 from twin.stem.probe import ProbeSpec  # noqa: E402
@@ -32,26 +31,6 @@ SAMPLING_ANG = 0.05125
 SLICE_THICKNESS_ANG = 2.0
 SCAN_STEP_ANG = 0.2
 HAADF = AnnularDetector(name="HAADF", inner=60.0, outer=200.0)
-
-
-def _umask() -> int:
-    """The process umask (read by setting it and restoring it)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def write_netcdf_atomic(dataset, path: Path) -> None:
-    """Write `dataset` to `path` with h5netcdf: a temporary file in the same folder, then rename."""
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".h5")
-    os.close(handle)
-    try:
-        dataset.to_netcdf(temp, engine="h5netcdf")
-        os.chmod(temp, 0o666 & ~_umask())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
 
 
 def main(argv=None) -> int:
@@ -73,7 +52,7 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     h5 = args.out / "demo_haadf.h5"
     png = args.out / "demo_haadf.png"
-    write_netcdf_atomic(dataset, h5)
+    write_dataset_atomic(dataset, h5)
     title = (f"graphene with a Si dopant and a vacancy\nHAADF {HAADF.inner:g}-{HAADF.outer:g} mrad, "
              f"{ENERGY_EV / 1e3:g} kV, {SEMIANGLE_MRAD:g} mrad, defocus 0")
     save_image_png(dataset["HAADF"], png, title=title)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -14,17 +14,9 @@ import xarray as xr
 ROUND_STEPS = (1.0, 2.0, 5.0)
 
 
-def _umask() -> int:
-    """The process umask (read by setting it and restoring it)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def scale_bar_length(width: float) -> float:
     """The largest 1-2-5 round length [Angstrom] not above a quarter of `width` [Angstrom].
 
-    Falls back to the smallest 1-2-5 step of the decade for widths under 4 of its units.
     Example: scale_bar_length(12.3) == 2.0; scale_bar_length(42) == 10.0.
     """
     if not (math.isfinite(width) and width > 0):
@@ -55,38 +47,32 @@ def save_image_png(image: xr.DataArray, path, title: str | None = None) -> Path:
     """
     if set(image.dims) != {"y", "x"}:
         raise ValueError(f"image dims {image.dims} are not allowed; it must have dims ('y', 'x')")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A bare Figure renders PNG with the Agg canvas and leaves pyplot's global state (and backend) alone.
+    from matplotlib.figure import Figure
     from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
 
     path = Path(path)
     extent = _extent(image)
     length = scale_bar_length(extent[1] - extent[0])
-    fig, ax = plt.subplots(figsize=(6, 6 * (extent[3] - extent[2]) / (extent[1] - extent[0]) + 0.6),
-                           layout="constrained")
+    fig = Figure(figsize=(6, 6 * (extent[3] - extent[2]) / (extent[1] - extent[0]) + 0.6), layout="constrained")
+    ax = fig.add_subplot()
+    shown = ax.imshow(image.transpose("y", "x").values, extent=extent, origin="lower", cmap="gray",
+                      interpolation="nearest")
+    fig.colorbar(shown, ax=ax, label=image.attrs.get("units", ""), shrink=0.8)
+    bar = AnchoredSizeBar(ax.transData, length, f"{length:g} Å", "lower left", pad=0.5, color="white",
+                          frameon=False, size_vertical=(extent[3] - extent[2]) / 100, sep=4)
+    ax.add_artist(bar)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=10)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # A fresh name rather than tempfile.mkstemp, so the file gets the usual permissions (umask), not 0600.
+    temp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     try:
-        shown = ax.imshow(image.transpose("y", "x").values, extent=extent, origin="lower", cmap="gray",
-                          interpolation="nearest")
-        fig.colorbar(shown, ax=ax, label=image.attrs.get("units", ""), shrink=0.8)
-        bar = AnchoredSizeBar(ax.transData, length, f"{length:g} Å", "lower left", pad=0.5, color="white",
-                              frameon=False, size_vertical=(extent[3] - extent[2]) / 100, sep=4)
-        ax.add_artist(bar)
-        ax.set_xticks([])
-        ax.set_yticks([])
-        if title:
-            ax.set_title(title, fontsize=10)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-        try:
-            with os.fdopen(handle, "wb") as f:
-                fig.savefig(f, format="png", dpi=150, bbox_inches="tight")
-            os.chmod(temp, 0o666 & ~_umask())
-            os.replace(temp, path)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
-    finally:
-        plt.close(fig)
+        fig.savefig(temp, format="png", dpi=150, bbox_inches="tight")
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
     return path
