@@ -14,7 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from twin.io import write_dataset_atomic  # noqa: E402
+from twin.io import enable_compilation_cache, write_dataset_atomic  # noqa: E402
 from twin.plot import save_image_png  # noqa: E402
 from twin.stem.detectors import AnnularDetector  # noqa: E402
 from twin.stem.probe import ProbeSpec  # noqa: E402
@@ -38,6 +38,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=Path("out"), help="output folder (default: out)")
     args = parser.parse_args(argv)
 
+    enable_compilation_cache()
     start = time.perf_counter()
     dataset = simulate(
         graphene_with_defects(),

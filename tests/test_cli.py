@@ -102,7 +102,7 @@ BAD = {
     "unknown preset": ({"detector": "DF"}, ["--detector", "'DF'", "HAADF"]),
     "detector inner above outer": ({"detector": "X=30:20"}, ["detector X", "inner=30"]),
     "detector beyond antialiasing": ({"detector": "X=0:500"}, ["detector X", "500 mrad", "135.8 mrad",
-                                                               "sampling of 0.02691 Angstrom"]),
+                                                               "a sampling of"]),
     "scan region syntax": ({"scan_region": "0,0,1"}, ["--scan-region", "'0,0,1'"]),
     "scan region outside cell": ({"scan_region": "0,0,10,10"}, ["scan region", "outside the cell"]),
     "unknown precision": ({"precision": "float16"}, ["--precision", "float16"]),

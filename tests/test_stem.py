@@ -78,3 +78,25 @@ def test_dataset_carries_units_and_parameters():
     assert ds.x.attrs["units"] == "Angstrom" and ds["HAADF"].attrs["units"] == "fraction of incident intensity"
     assert ds.attrs["C10_ang"] == -10.0 and ds.attrs["C30_ang"] == 5e3 and ds.attrs["energy_eV"] == 80e3
     np.testing.assert_allclose(ds.x.values, np.arange(len(ds.x)) * EXTENT[0] / len(ds.x))
+
+
+@settings(max_examples=8, deadline=None)
+@given(sampling=st.floats(0.05, 0.3), outer=st.floats(80, 250), energy=st.floats(60e3, 300e3))
+def test_the_sampling_suggested_for_a_detector_beyond_the_grid_works(sampling, outer, energy):
+    import re
+
+    detectors = [AnnularDetector(name="D", inner=0, outer=outer)]
+    probe = ProbeSpec(energy=energy, semiangle=20)
+
+    def job(s):
+        return simulate(ATOMS, probe=probe, potential=PotentialSpec(sampling=s, slice_thickness=4.0),
+                        scan=GridScan(step=10.0), detectors=detectors, memory_limit=0)
+
+    try:
+        job(sampling)
+    except ValueError as error:
+        suggested = float(re.search(r"a sampling of ([0-9.e-]+) Angstrom", str(error)).group(1))
+        with pytest.raises(MemoryError):  # past the detector check; memory_limit=0 stops it there
+            job(suggested)
+    except MemoryError:
+        pass

@@ -206,7 +206,7 @@ def _run_stem(*, structure, energy, semiangle, sampling, slice_thickness, scan_s
               scan_region, detectors, parametrization, projection, precision) -> Path:
     """Validate everything cheap first, then simulate and write; returns the path written."""
     from potentials.projected import PotentialSpec, grid_shape
-    from twin.io import read_structure, write_dataset_atomic
+    from twin.io import enable_compilation_cache, read_structure, write_dataset_atomic
     from twin.stem.optics import cutoff_angle
     from twin.stem.probe import ProbeSpec
     from twin.stem.scan import GridScan
@@ -220,6 +220,7 @@ def _run_stem(*, structure, energy, semiangle, sampling, slice_thickness, scan_s
     atoms = read_structure(structure)
     extent = tuple(float(v) for v in atoms.cell.lengths()[:2])
     max_angle = cutoff_angle(grid_shape(extent, sampling), extent, energy) * 1e3
+    enable_compilation_cache()
     ds = simulate(atoms, probe=probe, potential=potential, scan=scan,
                   detectors=parse_detectors(detectors, semiangle, max_angle), precision=precision,
                   progress=True)

@@ -63,3 +63,19 @@ def read_structure(path: str | os.PathLike) -> Atoms:
     except ValueError as e:
         raise ValueError(f"structure file {str(path)!r}: {e}") from e
     return atoms
+
+
+def enable_compilation_cache(path: str | os.PathLike | None = None) -> Path:
+    """Keep JAX's compiled programs on disk so a second run does not compile again.
+
+    path: the cache folder; default $XDG_CACHE_HOME/twin/jax (or ~/.cache/twin/jax). Returns it.
+    """
+    import jax
+
+    if path is None:
+        path = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "twin" / "jax"
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    return path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from collections.abc import Sequence
 
@@ -43,23 +44,30 @@ def memory_estimate(shape: tuple[int, int], n_slices: int, batch: int, precision
 
 
 def choose_batch(shape, n_slices: int, n_positions: int, precision: str, budget: int) -> int:
-    """Largest batch of probes (at most 64 and n_positions) whose estimate fits in `budget` bytes."""
+    """Batch size of probes: the largest power of two up to 64 whose estimate fits in `budget` bytes,
+    then evened out so that the batches of n_positions differ by at most one probe."""
     batch = min(64, n_positions)
     while batch > 1 and memory_estimate(shape, n_slices, batch, precision) > budget:
         batch //= 2
-    return batch
+    return math.ceil(n_positions / math.ceil(n_positions / batch))
 
 
-def _check_detectors(detectors, shape, extent, energy):
-    limit = optics.cutoff_angle(shape, extent, energy) * 1e3
-    sampling = max(extent[0] / shape[1], extent[1] / shape[0])
+def _largest_angle(extent, sampling: float, energy: float) -> float:
+    """The antialiased limit [mrad] of the grid that `sampling` [Angstrom] gives."""
+    return optics.cutoff_angle(grid_shape(extent, sampling), extent, energy) * 1e3
+
+
+def _check_detectors(detectors, extent, sampling: float, energy: float):
+    limit = _largest_angle(extent, sampling, energy)
     for d in detectors:
         if d.outer > limit + 1e-9:
             needed = sampling * limit / d.outer
+            while _largest_angle(extent, needed, energy) < d.outer:
+                needed *= 0.999
             raise ValueError(
                 f"detector {d.name} outer angle {d.outer:g} mrad exceeds the antialiased limit {limit:.1f} mrad "
-                f"of this grid (sampling {sampling:.4g} Angstrom at {energy:g} eV); a sampling of "
-                f"{needed:.4g} Angstrom or finer allows it")
+                f"of this grid (sampling {sampling:g} Angstrom at {energy:g} eV); a sampling of "
+                f"{math.floor(needed * 1e5) / 1e5:g} Angstrom or finer allows it")
 
 
 def simulate(atoms, *, probe: ProbeSpec, potential: PotentialSpec, scan: GridScan,
@@ -89,7 +97,7 @@ def simulate(atoms, *, probe: ProbeSpec, potential: PotentialSpec, scan: GridSca
     extent = (cell[0], cell[1])
     shape = grid_shape(extent, potential.sampling)
     n_slices = len(slice_edges(cell[2], potential.slice_thickness)) - 1
-    _check_detectors(detectors, shape, extent, probe.energy)
+    _check_detectors(detectors, extent, potential.sampling, probe.energy)
     xs, ys = scan.coordinates(extent)
     budget = available_memory() if memory_limit is None else memory_limit
     batch = choose_batch(shape, n_slices, len(xs) * len(ys), precision, budget)
