@@ -105,45 +105,68 @@ def _abtem_sinc(ky, kx, sampling):
     return np.where(x == 0, 1.0, np.sin(x) / np.where(x == 0, 1.0, x))
 
 
-def projected_potential_slices(positions, numbers, cell_lengths, spec: PotentialSpec, dtype=jnp.float32):
-    """Projected potential slices of the atoms in an orthorhombic periodic cell.
+def slice_plan(positions, numbers, cell_lengths, spec: PotentialSpec) -> tuple:
+    """Which atoms of which element feed which slice: per slice, a tuple of (atomic number, atom indices).
 
-    positions: (n_atoms, 3) [Angstrom], wrapped into the cell here; numbers: (n_atoms,) atomic numbers;
-    cell_lengths: (3,) cell side lengths [Angstrom]. Returns (n_slices, ny, nx) [V Angstrom] of `dtype`.
+    Computed from concrete positions (n_atoms, 3) [Angstrom], once, outside any tracing; the potential is
+    then differentiable in the positions with this assignment held fixed. An atom on a slice boundary
+    belongs to the slice below it (the one it starts), as in abTEM.
     """
     cell_lengths = np.asarray(cell_lengths, dtype=np.float64)
     numbers = np.asarray(numbers)
+    edges = slice_edges(float(cell_lengths[2]), spec.slice_thickness)
+    z = np.mod(np.asarray(positions, dtype=np.float64)[:, 2], cell_lengths[2])
+    slice_of_atom = np.clip(np.searchsorted(edges, z + 1e-12, side="right") - 1, 0, len(edges) - 2)
+    plan = []
+    for s in range(len(edges) - 1):
+        entries = []
+        for number in np.unique(numbers):
+            species = numbers == number
+            if spec.projection == "infinite":
+                chosen = np.flatnonzero(species & (slice_of_atom == s))
+            else:
+                chosen = np.flatnonzero(species & _finite_pairs(par.terms(spec.parametrization, int(number)),
+                                                               z, edges)[s])
+            if len(chosen):
+                entries.append((int(number), chosen))
+        plan.append(tuple(entries))
+    return tuple(plan)
+
+
+def projected_potential_slices(positions, numbers, cell_lengths, spec: PotentialSpec, dtype=jnp.float32,
+                               plan=None):
+    """Projected potential slices of the atoms in an orthorhombic periodic cell.
+
+    positions: (n_atoms, 3) [Angstrom], wrapped into the cell here; numbers: (n_atoms,) atomic numbers;
+    cell_lengths: (3,) cell side lengths [Angstrom]; plan: from `slice_plan` (computed here when None;
+    give it to differentiate with respect to traced positions). Returns (n_slices, ny, nx) [V Angstrom].
+    """
+    cell_lengths = np.asarray(cell_lengths, dtype=np.float64)
+    if plan is None:
+        plan = slice_plan(positions, numbers, cell_lengths, spec)
     extent = (float(cell_lengths[0]), float(cell_lengths[1]))
     shape = grid_shape(extent, spec.sampling)
     edges = slice_edges(float(cell_lengths[2]), spec.slice_thickness)
     positions = jnp.mod(jnp.asarray(positions, dtype=dtype), jnp.asarray(cell_lengths, dtype=dtype))
-    z = np.asarray(positions[:, 2], dtype=np.float64)
     ky, kx = spatial_frequencies(shape, extent)
     g2 = jnp.asarray(ky[:, None] ** 2 + kx[None, :] ** 2, dtype=dtype)
-    # An atom on a slice boundary belongs to the slice below it (the one it starts), as in abTEM.
-    slice_of_atom = np.clip(np.searchsorted(edges, z + 1e-12, side="right") - 1, 0, len(edges) - 2)
     pixel_area = extent[0] / shape[1] * extent[1] / shape[0]
     scale = par.PROJECTED_POTENTIAL_CONSTANT / pixel_area
     if spec.abtem_filter:
         scale = scale / _abtem_sinc(ky, kx, (extent[1] / shape[0], extent[0] / shape[1]))
 
     slices = []
-    for s in range(len(edges) - 1):
+    for s, entries in enumerate(plan):
         fourier = jnp.zeros(shape, dtype=jnp.result_type(dtype, jnp.complex64))
-        for number in np.unique(numbers):
-            terms = par.terms(spec.parametrization, int(number))
-            species = numbers == number
+        for number, chosen in entries:
+            terms = par.terms(spec.parametrization, number)
             if spec.projection == "infinite":
-                chosen = np.flatnonzero(species & (slice_of_atom == s))
-                if len(chosen):
-                    form = par.scattering_factor(terms, g2)
-                    fourier += form * _structure_factor(positions[chosen, :2], extent, shape, dtype)
-            else:
-                chosen = np.flatnonzero(species & _finite_pairs(terms, z, edges)[s])
-                for batch in np.array_split(chosen, max(1, len(chosen) // 8)):
-                    if len(batch):
-                        dz = positions[batch, 2][:, None, None]
-                        form = par.slab_scattering_factor(terms, g2, edges[s] - dz, edges[s + 1] - dz)
-                        fourier += _structure_factor(positions[batch, :2], extent, shape, dtype, form)
+                form = par.scattering_factor(terms, g2)
+                fourier += form * _structure_factor(positions[chosen, :2], extent, shape, dtype)
+                continue
+            for batch in np.array_split(chosen, max(1, len(chosen) // 8)):
+                dz = positions[batch, 2][:, None, None]
+                form = par.slab_scattering_factor(terms, g2, edges[s] - dz, edges[s + 1] - dz)
+                fourier += _structure_factor(positions[batch, :2], extent, shape, dtype, form)
         slices.append(jnp.fft.ifft2(fourier * scale).real)
     return jnp.stack(slices).astype(dtype)

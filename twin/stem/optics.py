@@ -58,7 +58,7 @@ def aberration_phase(alpha, phi, coefficients: dict, wavelength_ang: float):
     chi = jnp.zeros_like(alpha)
     for (n, m), (magnitude, angle) in ABERRATION_ORDERS.items():
         c = coefficients.get(magnitude, 0.0)
-        if c == 0.0:
+        if isinstance(c, (int, float)) and c == 0.0:  # a traced coefficient is always kept
             continue
         azimuth = 1.0 if m == 0 else jnp.cos(m * (phi - coefficients.get(angle, 0.0)))
         chi = chi + c * alpha ** (n + 1) / (n + 1) * azimuth

@@ -60,14 +60,16 @@ class ProbeSpec:
         return optics.wavelength(self.energy)
 
 
-def probe_fourier(spec: ProbeSpec, k, phi, angular_sampling, dtype=jnp.complex64):
+def probe_fourier(spec: ProbeSpec, k, phi, angular_sampling, dtype=jnp.complex64, coefficients=None):
     """Probe at the origin in Fourier space, A(k) exp(-i chi(k)), with sum |.|^2 = 1.
 
-    k, phi: polar frequencies on the (ny, nx) grid [1/Angstrom, rad]; angular_sampling (dy, dx) [rad].
+    k, phi: polar frequencies on the (ny, nx) grid [1/Angstrom, rad]; angular_sampling (dy, dx) [rad];
+    coefficients: Krivanek aberrations overriding spec.coefficients (may be traced, for gradients).
     """
     alpha = jnp.asarray(k * spec.wavelength)
     phi = jnp.asarray(phi)
     aperture = optics.soft_aperture(alpha, phi, spec.semiangle * 1e-3, angular_sampling)
-    chi = optics.aberration_phase(alpha, phi, spec.coefficients, spec.wavelength)
+    coefficients = spec.coefficients if coefficients is None else coefficients
+    chi = optics.aberration_phase(alpha, phi, coefficients, spec.wavelength)
     array = (aperture * jnp.exp(-1j * chi)).astype(dtype)
     return array / jnp.sqrt(jnp.sum(jnp.abs(array) ** 2))

@@ -1,11 +1,15 @@
-"""Scanned-probe STEM images by multislice: the public entry point."""
+"""Scanned-probe STEM by multislice: the public entry point `simulate` and its differentiable twin
+`make_stem_function`."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import math
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
@@ -13,10 +17,10 @@ import numpy as np
 import xarray as xr
 
 from potentials.projected import PotentialSpec, grid_shape, phase_factors, projected_potential_slices, \
-    slice_edges, spatial_frequencies
+    slice_edges, slice_plan
 from twin.stem import optics
-from twin.stem.detectors import AnnularDetector
-from twin.stem.multislice import fresnel_propagator, scan_intensities, transmission_functions
+from twin.stem.detectors import DETECTORS, KGrid, PixelatedDetector
+from twin.stem.multislice import fresnel_propagator, multislice, shifted_probes, transmission_functions
 from twin.stem.probe import ProbeSpec, probe_fourier
 from twin.stem.scan import GridScan
 from twin.structures import check_atoms
@@ -36,18 +40,19 @@ def available_memory() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def memory_estimate(shape: tuple[int, int], n_slices: int, batch: int, precision: str) -> int:
-    """Peak bytes of a multislice scan: potential and transmission slices plus the wave batch."""
+def memory_estimate(shape: tuple[int, int], n_slices: int, batch: int, precision: str, output: int = 0) -> int:
+    """Peak bytes of a multislice scan: potential and transmission slices, the wave batch, and `output`
+    values per scan kept in memory."""
     real = np.dtype(PRECISIONS[precision][0]).itemsize
     pixels = shape[0] * shape[1]
-    return pixels * (n_slices * 3 * real + (batch * WAVE_COPIES + 8) * 2 * real)
+    return pixels * (n_slices * 3 * real + (batch * WAVE_COPIES + 8) * 2 * real) + output * real
 
 
-def choose_batch(shape, n_slices: int, n_positions: int, precision: str, budget: int) -> int:
+def choose_batch(shape, n_slices: int, n_positions: int, precision: str, budget: int, output: int = 0) -> int:
     """Batch size of probes: the largest power of two up to 64 whose estimate fits in `budget` bytes,
     then evened out so that the batches of n_positions differ by at most one probe."""
     batch = min(64, n_positions)
-    while batch > 1 and memory_estimate(shape, n_slices, batch, precision) > budget:
+    while batch > 1 and memory_estimate(shape, n_slices, batch, precision, output) > budget:
         batch //= 2
     return math.ceil(n_positions / math.ceil(n_positions / batch))
 
@@ -58,90 +63,178 @@ def _largest_angle(extent, sampling: float, energy: float) -> float:
 
 
 def _check_detectors(detectors, extent, sampling: float, energy: float):
+    if not detectors:
+        raise ValueError("detectors=[] is not allowed; give at least one detector")
+    names = [d.name for d in detectors]
+    if len(set(names)) != len(names):
+        raise ValueError(f"detector names {names} are not unique")
+    for d in detectors:
+        if not isinstance(d, DETECTORS):
+            raise ValueError(f"detector {d!r} is not one of {', '.join(t.__name__ for t in DETECTORS)}")
+    if sum(isinstance(d, PixelatedDetector) for d in detectors) > 1:
+        raise ValueError("more than one PixelatedDetector; give one (its patterns use the dims ky, kx)")
     limit = _largest_angle(extent, sampling, energy)
     for d in detectors:
-        if d.outer > limit + 1e-9:
-            needed = sampling * limit / d.outer
-            while _largest_angle(extent, needed, energy) < d.outer:
+        if (d.max_angle or 0.0) > limit + 1e-9:
+            needed = sampling * limit / d.max_angle
+            while _largest_angle(extent, needed, energy) < d.max_angle:
                 needed *= 0.999
             raise ValueError(
-                f"detector {d.name} outer angle {d.outer:g} mrad exceeds the antialiased limit {limit:.1f} mrad "
+                f"detector {d.name} outer angle {d.max_angle:g} mrad exceeds the antialiased limit {limit:.1f} mrad "
                 f"of this grid (sampling {sampling:g} Angstrom at {energy:g} eV); a sampling of "
                 f"{math.floor(needed * 1e5) / 1e5:g} Angstrom or finer allows it")
+    return tuple(dataclasses.replace(d, max_angle=limit) if isinstance(d, PixelatedDetector) and d.max_angle is None
+                 else d for d in detectors)
 
 
-def simulate(atoms, *, probe: ProbeSpec, potential: PotentialSpec, scan: GridScan,
-             detectors: Sequence[AnnularDetector], precision: str = "float32",
-             progress: bool = False, memory_limit: int | None = None) -> xr.Dataset:
-    """Simulate annular-detector STEM images of `atoms` by multislice.
+@dataclass(frozen=True)
+class Job:
+    """Everything a scan needs that does not depend on the values one may differentiate."""
 
-    atoms: ase.Atoms with an orthorhombic periodic cell; the beam runs along +z through the whole cell
-    height. Returns an xarray.Dataset with one (y, x) image per detector, in fractions of the incident
-    intensity, coordinates the probe positions [Angstrom], attrs with every parameter and its unit.
-    memory_limit: bytes the job may use (default: the memory available now); a job whose estimate
-    exceeds it is refused with the estimate in the message.
+    cell: tuple[float, float, float]
+    shape: tuple[int, int]
+    n_slices: int
+    grid: KGrid
+    probe: ProbeSpec
+    potential: PotentialSpec
+    detectors: tuple
+    positions: np.ndarray  # (n_positions, 2) probe positions (x, y) [Angstrom]
+    scan_axes: tuple[np.ndarray, np.ndarray]  # (x (nx,), y (ny,)) [Angstrom]
+    precision: str
+
+    @property
+    def extent(self):
+        return self.cell[0], self.cell[1]
+
+    @functools.cached_property
+    def antialias(self):
+        k, _ = optics.polar_frequencies(*self._frequencies)
+        sampling = (self.extent[1] / self.shape[0], self.extent[0] / self.shape[1])
+        return optics.antialias_aperture(k, sampling)
+
+    @functools.cached_property
+    def _frequencies(self):
+        from potentials.projected import spatial_frequencies
+
+        return spatial_frequencies(self.shape, self.extent)
+
+    def transmissions(self, positions, numbers, plan=None):
+        real = PRECISIONS[self.precision][0]
+        slices = projected_potential_slices(positions, numbers, self.cell, self.potential, dtype=real, plan=plan)
+        antialias = jnp.asarray(self.antialias, dtype=real)
+        return transmission_functions(slices, optics.interaction_constant(self.probe.energy), antialias)
+
+    def propagator(self, slice_thickness):
+        ky, kx = self._frequencies
+        k2 = jnp.asarray(ky[:, None] ** 2 + kx[None, :] ** 2, dtype=PRECISIONS[self.precision][0])
+        return fresnel_propagator(k2, slice_thickness, self.probe.wavelength,
+                                  jnp.asarray(self.antialias, dtype=k2.dtype))
+
+    def probe_k(self, coefficients=None):
+        k, phi = optics.polar_frequencies(*self._frequencies)
+        angular = (self.probe.wavelength / self.extent[1], self.probe.wavelength / self.extent[0])
+        return probe_fourier(self.probe, k, phi, angular, PRECISIONS[self.precision][1], coefficients)
+
+    def phase_factors(self, positions):
+        real = PRECISIONS[self.precision][0]
+        ex = phase_factors(jnp.asarray(positions[:, 0] / self.extent[0], dtype=real), self.shape[1], real)
+        ey = phase_factors(jnp.asarray(positions[:, 1] / self.extent[1], dtype=real), self.shape[0], real)
+        return ey, ex
+
+
+def make_job(atoms, *, probe: ProbeSpec, potential: PotentialSpec, scan: GridScan, detectors: Sequence,
+             precision: str = "float32") -> Job:
+    """Check a job and fix its grid, slices, scan and detectors (no large allocation)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r} is not allowed; allowed: {', '.join(PRECISIONS)}")
+    cell = check_atoms(atoms)
+    extent = (cell[0], cell[1])
+    shape = grid_shape(extent, potential.sampling)
+    detectors = _check_detectors(tuple(detectors), extent, potential.sampling, probe.energy)
+    xs, ys = scan.coordinates(extent)
+    grid_y, grid_x = np.meshgrid(ys, xs, indexing="ij")
+    return Job(cell=cell, shape=shape, n_slices=len(slice_edges(cell[2], potential.slice_thickness)) - 1,
+               grid=KGrid(shape, extent, probe.wavelength), probe=probe, potential=potential,
+               detectors=detectors, positions=np.stack([grid_x.ravel(), grid_y.ravel()], -1),
+               scan_axes=(xs, ys), precision=precision)
+
+
+def _detect(psi_k, detectors, grid):
+    intensity = jnp.abs(psi_k) ** 2
+    return tuple(d.detect(intensity, grid) for d in detectors)
+
+
+@functools.partial(jax.jit, static_argnames=("detectors", "grid"))
+def scan_batch(probe_k, ey, ex, transmissions, propagator, detectors, grid):
+    """Detector outputs for a batch of probes: a tuple with one (b, ...) array per detector.
+
+    probe_k (ny, nx); ey (b, ny), ex (b, nx): exp(-2 pi i k.r0) factors; transmissions (n_slices, ny, nx);
+    propagator (ny, nx). Intensities are fractions of the incident intensity (sum |probe_k|^2 = 1).
+    """
+    return _detect(multislice(shifted_probes(probe_k, ey, ex), transmissions, propagator), detectors, grid)
+
+
+def _output_size(job: Job) -> int:
+    per_position = sum(int(np.prod([len(v) for v in d.dims(job.grid).values()] or [1])) for d in job.detectors)
+    return per_position * len(job.positions)
+
+
+def simulate(atoms, *, probe: ProbeSpec, potential: PotentialSpec, scan: GridScan, detectors: Sequence,
+             precision: str = "float32", phonons=None, progress: bool = False,
+             memory_limit: int | None = None) -> xr.Dataset:
+    """Simulate scanned-probe STEM signals of `atoms` by multislice.
+
+    atoms: ase.Atoms with an orthorhombic cell periodic in x and y; the beam runs along +z through the whole
+    cell height. detectors: AnnularDetector, SegmentedDetector, CenterOfMassDetector, PixelatedDetector.
+    phonons: a potentials.phonons.FrozenPhonons to average over displaced configurations, or None.
+    Returns an xarray.Dataset with one variable per detector, dims ("y", "x", ...), intensities in fractions
+    of the incident intensity, coordinates the probe positions [Angstrom] (angles [mrad]), attrs with every
+    parameter and its unit. memory_limit: bytes the job may use (default: the memory available now); a job
+    whose estimate exceeds it is refused with the estimate in the message.
 
     Example:
         simulate(atoms, probe=ProbeSpec(energy=80e3, semiangle=25), potential=PotentialSpec(sampling=0.05,
                  slice_thickness=1), scan=GridScan(step=0.2), detectors=[AnnularDetector(name="HAADF",
                  inner=70, outer=200)])
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision={precision!r} is not allowed; allowed: {', '.join(PRECISIONS)}")
-    if not detectors:
-        raise ValueError("detectors=[] is not allowed; give at least one detector")
-    names = [d.name for d in detectors]
-    if len(set(names)) != len(names):
-        raise ValueError(f"detector names {names} are not unique")
-    cell = check_atoms(atoms)
-    extent = (cell[0], cell[1])
-    shape = grid_shape(extent, potential.sampling)
-    n_slices = len(slice_edges(cell[2], potential.slice_thickness)) - 1
-    _check_detectors(detectors, extent, potential.sampling, probe.energy)
-    xs, ys = scan.coordinates(extent)
+    job = make_job(atoms, probe=probe, potential=potential, scan=scan, detectors=detectors, precision=precision)
     budget = available_memory() if memory_limit is None else memory_limit
-    batch = choose_batch(shape, n_slices, len(xs) * len(ys), precision, budget)
-    estimate = memory_estimate(shape, n_slices, batch, precision)
+    n = len(job.positions)
+    output = _output_size(job)
+    batch = choose_batch(job.shape, job.n_slices, n, precision, budget, output)
+    estimate = memory_estimate(job.shape, job.n_slices, batch, precision, output)
     if estimate > budget:
-        raise MemoryError(f"the job needs an estimated {estimate / 2**30:.2f} GiB ({n_slices} slices of "
-                          f"{shape[0]}x{shape[1]} pixels) but {budget / 2**30:.2f} GiB is available; "
-                          "use a coarser sampling or thicker slices")
-    with jax.enable_x64(precision == "float64"):
-        images = _run(atoms, cell, shape, probe, potential, xs, ys, detectors, precision, batch, progress)
-    return _dataset(images, xs, ys, detectors, probe, potential, shape, extent, n_slices, cell, precision)
+        raise MemoryError(f"the job needs an estimated {estimate / 2**30:.2f} GiB ({job.n_slices} slices of "
+                          f"{job.shape[0]}x{job.shape[1]} pixels, {output} output values) but "
+                          f"{budget / 2**30:.2f} GiB is available; use a coarser sampling, thicker slices, "
+                          "a coarser scan or a smaller diffraction max_angle")
+    configurations = _configurations(atoms, phonons)
+    with jax.enable_x64(precision == "float64"), _progress_bar(progress, n * len(configurations)) as advance:
+        propagator = job.propagator(job.cell[2] / job.n_slices)
+        probe_k = job.probe_k()
+        sums = None
+        for positions in configurations:
+            transmissions = job.transmissions(positions, atoms.numbers)
+            for start in range(0, n, batch):
+                chunk = job.positions[start:start + batch]
+                padded = np.concatenate([chunk, np.repeat(chunk[-1:], batch - len(chunk), 0)])
+                outs = scan_batch(probe_k, *job.phase_factors(padded), transmissions, propagator,
+                                  job.detectors, job.grid)
+                outs = [np.asarray(o, dtype=np.float64)[: len(chunk)] for o in outs]
+                if sums is None:
+                    sums = [np.zeros((n, *o.shape[1:])) for o in outs]
+                for total, o in zip(sums, outs):
+                    total[start:start + len(chunk)] += o
+                advance(len(chunk))
+    images = [s / len(configurations) for s in sums]
+    return _dataset(job, images, phonons)
 
 
-def _run(atoms, cell, shape, probe, potential, xs, ys, detectors, precision, batch, progress):
-    real, complex_ = PRECISIONS[precision]
-    extent = (cell[0], cell[1])
-    sampling = (extent[1] / shape[0], extent[0] / shape[1])
-    ky, kx = spatial_frequencies(shape, extent)
-    k, phi = optics.polar_frequencies(ky, kx)
-    antialias = jnp.asarray(optics.antialias_aperture(k, sampling), dtype=real)
-    slices = projected_potential_slices(atoms.positions, atoms.numbers, cell, potential, dtype=real)
-    transmissions = transmission_functions(slices, optics.interaction_constant(probe.energy), antialias)
-    del slices
-    dz = cell[2] / transmissions.shape[0]
-    propagator = fresnel_propagator(jnp.asarray(k**2, dtype=real), dz, probe.wavelength, antialias)
-    angular_sampling = (probe.wavelength / extent[1], probe.wavelength / extent[0])
-    probe_k = probe_fourier(probe, k, phi, angular_sampling, complex_)
-    alpha = k * probe.wavelength
-    masks = jnp.asarray(np.stack([d.mask(alpha) for d in detectors]), dtype=real)
-
-    grid_y, grid_x = np.meshgrid(ys, xs, indexing="ij")
-    positions = np.stack([grid_x.ravel(), grid_y.ravel()], -1)
-    n = len(positions)
-    out = np.zeros((n, len(detectors)))
-    with _progress_bar(progress, n) as advance:
-        for start in range(0, n, batch):
-            chunk = positions[start:start + batch]
-            padded = np.concatenate([chunk, np.repeat(chunk[-1:], batch - len(chunk), 0)])
-            ex = phase_factors(jnp.asarray(padded[:, 0] / extent[0], dtype=real), shape[1], real)
-            ey = phase_factors(jnp.asarray(padded[:, 1] / extent[1], dtype=real), shape[0], real)
-            result = scan_intensities(probe_k, ey, ex, transmissions, propagator, masks)
-            out[start:start + len(chunk)] = np.asarray(result)[: len(chunk)]
-            advance(len(chunk))
-    return out.reshape(len(ys), len(xs), len(detectors))
+def _configurations(atoms, phonons) -> list[np.ndarray]:
+    if phonons is None:
+        return [atoms.positions]
+    shifts = np.asarray(phonons.displacements(atoms.numbers), dtype=np.float64)
+    return [atoms.positions + s for s in shifts]
 
 
 @contextlib.contextmanager
@@ -157,7 +250,52 @@ def _progress_bar(enabled: bool, total: int):
         yield lambda n: bar.advance(task, n)
 
 
-def _dataset(images, xs, ys, detectors, probe, potential, shape, extent, n_slices, cell, precision):
+def make_stem_function(atoms, *, probe: ProbeSpec, potential: PotentialSpec, scan: GridScan,
+                       detectors: Sequence, precision: str = "float64", batch: int = 16):
+    """A differentiable scan: returns (f, params) with f(params) -> {detector name: (ny, nx, ...) array}.
+
+    params: {"positions": (n_atoms, 3) [Angstrom], "aberrations": {Krivanek name: value} (every C_nm and
+    phi_nm, lengths [Angstrom], angles [rad]), "slice_thickness": propagation distance per slice [Angstrom]}.
+    The assignment of atoms to slices is fixed from the given atoms; f is pure and jit-able, and jax.grad of
+    a scalar loss of f is exact (checked against finite differences). Use float64 for gradient checks.
+    Evaluate f inside `jax.enable_x64(precision == "float64")`.
+
+    Example:
+        f, params = make_stem_function(atoms, probe=..., potential=..., scan=..., detectors=[...])
+        loss = lambda p: jnp.sum((f(p)["HAADF"] - observed) ** 2)
+        grads = jax.grad(loss)(params)
+    """
+    job = make_job(atoms, probe=probe, potential=potential, scan=scan, detectors=detectors, precision=precision)
+    numbers = np.asarray(atoms.numbers)
+    plan = slice_plan(atoms.positions, numbers, job.cell, potential)
+    real = PRECISIONS[precision][0]
+    coefficients = {name: probe.coefficients.get(name, 0.0) for name in optics.ABERRATION_NAMES}
+    with jax.enable_x64(precision == "float64"):
+        params = {"positions": jnp.asarray(atoms.positions, dtype=real),
+                  "aberrations": {name: jnp.asarray(v, dtype=real) for name, v in coefficients.items()},
+                  "slice_thickness": jnp.asarray(job.cell[2] / job.n_slices, dtype=real)}
+        ey, ex = job.phase_factors(job.positions)
+    ny, nx = len(job.scan_axes[1]), len(job.scan_axes[0])
+
+    def f(params):
+        transmissions = job.transmissions(params["positions"], numbers, plan)
+        propagator = job.propagator(params["slice_thickness"])
+        probe_k = job.probe_k(params["aberrations"])
+
+        def one(factors):
+            psi_k = multislice(shifted_probes(probe_k, factors[0][None], factors[1][None]), transmissions,
+                               propagator)
+            return tuple(o[0] for o in _detect(psi_k, job.detectors, job.grid))
+
+        outs = jax.lax.map(one, (ey, ex), batch_size=batch)
+        return {d.name: o.reshape(ny, nx, *o.shape[1:]) for d, o in zip(job.detectors, outs)}
+
+    return f, params
+
+
+def _dataset(job: Job, images, phonons) -> xr.Dataset:
+    xs, ys = job.scan_axes
+    probe, potential, extent, shape = job.probe, job.potential, job.extent, job.shape
     attrs = {
         "energy_eV": float(probe.energy),
         "wavelength_ang": probe.wavelength,
@@ -170,21 +308,28 @@ def _dataset(images, xs, ys, detectors, probe, potential, shape, extent, n_slice
         "gpts_x": shape[1],
         "gpts_y": shape[0],
         "slice_thickness_requested_ang": float(potential.slice_thickness),
-        "slice_thickness_ang": cell[2] / n_slices,
-        "n_slices": n_slices,
-        "cell_ang": np.asarray(cell, dtype=np.float64),
+        "slice_thickness_ang": job.cell[2] / job.n_slices,
+        "n_slices": job.n_slices,
+        "cell_ang": np.asarray(job.cell, dtype=np.float64),
         "parametrization": potential.parametrization,
         "projection": potential.projection,
-        "precision": precision,
+        "precision": job.precision,
         "scan_step_x_ang": float(xs[1] - xs[0]) if len(xs) > 1 else float(extent[0]),
         "scan_step_y_ang": float(ys[1] - ys[0]) if len(ys) > 1 else float(extent[1]),
         "antialias_cutoff_angle_mrad": optics.cutoff_angle(shape, extent, probe.energy) * 1e3,
+        "phonon_configurations": 0 if phonons is None else int(phonons.n_configurations),
+        "phonon_seed": -1 if phonons is None else int(phonons.seed),
         "simulator": "twin.stem multislice",
     }
-    data = {
-        d.name: (("y", "x"), images[..., i], {"inner_mrad": float(d.inner), "outer_mrad": float(d.outer),
-                                              "units": "fraction of incident intensity"})
-        for i, d in enumerate(detectors)
-    }
-    coords = {"x": ("x", xs, {"units": "Angstrom"}), "y": ("y", ys, {"units": "Angstrom"})}
+    data, coords = {}, {"x": ("x", xs, {"units": "Angstrom"}), "y": ("y", ys, {"units": "Angstrom"})}
+    for d, image in zip(job.detectors, images):
+        extra = d.dims(job.grid)
+        for dim, values in extra.items():
+            coords[dim] = (dim, values, {"units": "mrad"} if dim in ("ky", "kx") else {})
+        units = "mrad" if d.__class__.__name__ == "CenterOfMassDetector" else "fraction of incident intensity"
+        detector_attrs = {k: float(v) for k, v in dataclasses.asdict(d).items() if isinstance(v, (int, float))}
+        data[d.name] = (("y", "x", *extra), image.reshape(len(ys), len(xs), *image.shape[1:]),
+                        {"detector": type(d).__name__, "units": units,
+                         **{f"{k}_mrad" if k in ("inner", "outer", "max_angle") else k: v
+                            for k, v in detector_attrs.items()}})
     return xr.Dataset(data, coords=coords, attrs=attrs)
