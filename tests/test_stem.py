@@ -100,3 +100,57 @@ def test_the_sampling_suggested_for_a_detector_beyond_the_grid_works(sampling, o
             job(suggested)
     except MemoryError:
         pass
+
+
+def test_streaming_to_a_file_equals_the_dataset_in_memory(tmp_path):
+    import xarray as xr
+
+    from twin.stem.detectors import CenterOfMassDetector, PixelatedDetector, SegmentedDetector
+    from twin.stem.simulate import simulate_to_file
+
+    detectors = [AnnularDetector(name="HAADF", inner=60, outer=120), PixelatedDetector(max_angle=60),
+                 SegmentedDetector(name="dpc", inner=5, outer=25), CenterOfMassDetector()]
+    scan = GridScan(step=0.45)  # 11 x 10 positions: batches of 7 split scan rows
+    path = simulate_to_file(ATOMS, tmp_path / "scan.h5", probe=PROBE, potential=POTENTIAL, scan=scan,
+                            detectors=detectors, memory_limit=int(1.2e6))
+    assert [p.name for p in tmp_path.iterdir()] == ["scan.h5"]
+    streamed = xr.load_dataset(path, engine="h5netcdf")
+    in_memory = run(scan=scan, detectors=detectors)
+    assert streamed["diffraction"].dims == ("y", "x", "ky", "kx") and streamed.kx.attrs["units"] == "mrad"
+    for name in in_memory.data_vars:
+        np.testing.assert_allclose(streamed[name].values, in_memory[name].values, rtol=2e-5, atol=1e-8)  # float32 file
+    assert streamed.attrs.keys() == in_memory.attrs.keys()
+    assert all(np.array_equal(streamed.attrs[k], v) for k, v in in_memory.attrs.items())
+
+
+def test_an_output_larger_than_the_disk_is_refused_before_writing(tmp_path, monkeypatch):
+    import shutil
+
+    from twin.stem.detectors import PixelatedDetector
+    from twin.stem.simulate import simulate_to_file
+
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9, 10**5))
+    with pytest.raises(OSError, match="GiB free"):
+        simulate_to_file(ATOMS, tmp_path / "big.h5", probe=PROBE, potential=POTENTIAL, scan=GridScan(step=0.1),
+                         detectors=[PixelatedDetector()])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_phonon_averages_converge_as_one_over_square_root_of_n():
+    from potentials.phonons import FrozenPhonons
+
+    def spread(n):
+        images = [run(scan=GridScan(step=0.6), phonons=FrozenPhonons(n_configurations=n, seed=seed, sigmas=0.08))
+                  ["HAADF"].values for seed in range(6)]
+        return np.mean(np.std(images, axis=0))
+
+    ratio = spread(1) / spread(8)
+    assert 1.8 < ratio < 4.5, ratio  # sqrt(8) = 2.83; 6 seeds make the ratio uncertain by ~30%
+
+
+def test_one_configuration_without_displacement_is_the_static_image():
+    from potentials.phonons import FrozenPhonons
+
+    still = run(phonons=FrozenPhonons(n_configurations=1, sigmas=0.0))
+    np.testing.assert_array_equal(still["HAADF"].values, run()["HAADF"].values)
+    assert still.attrs["phonon_configurations"] == 1

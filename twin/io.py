@@ -14,26 +14,32 @@ from ase import Atoms
 from twin.structures import check_atoms
 
 
-def write_dataset_atomic(ds: xr.Dataset, path: str | os.PathLike) -> Path:
-    """Write `ds` as netCDF4 (engine h5netcdf) to `path`, atomically.
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike):
+    """Yield a temporary path beside `path`; rename it onto `path` when the block succeeds, else remove it.
 
-    The data go to a temporary file in the same directory, renamed onto `path` only once complete, so
-    `path` is either the old file or the whole new one; on any error the temporary file is removed and
-    the error re-raised. Returns `path` as a Path.
-
-    Example: write_dataset_atomic(simulate(atoms, ...), "haadf.nc")
+    `path` is thus either absent (or its old self) or the whole new file, never a partial one.
     """
     path = Path(path)
     # A fresh name rather than tempfile.mkstemp, so the file gets the usual permissions (umask), not 0600.
     tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     try:
-        ds.to_netcdf(tmp, engine="h5netcdf")
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.remove(tmp)
         raise
-    return path
+
+
+def write_dataset_atomic(ds: xr.Dataset, path: str | os.PathLike) -> Path:
+    """Write `ds` as netCDF4 (engine h5netcdf) to `path`, atomically (see `atomic_path`). Returns `path`.
+
+    Example: write_dataset_atomic(simulate(atoms, ...), "haadf.nc")
+    """
+    with atomic_path(path) as tmp:
+        ds.to_netcdf(tmp, engine="h5netcdf")
+    return Path(path)
 
 
 def read_structure(path: str | os.PathLike) -> Atoms:

@@ -83,7 +83,7 @@ def run_abtem(case: Case, precision: str = "float32") -> dict[str, np.ndarray]:
     return {name: m.compute(progress_bar=False).array.T for name, m in zip(case.detectors, measurements)}
 
 
-def run_twin(case: Case, precision: str = "float32", abtem_filter: bool = False):
+def run_twin(case: Case, precision: str = "float32", abtem_filter: bool = False, phonons=None):
     extent = case.atoms.cell.lengths()[:2]
     sampling = max(extent[0] / case.gpts[0], extent[1] / case.gpts[1])
     return simulate(case.atoms, probe=ProbeSpec(energy=case.energy, semiangle=case.semiangle,
@@ -92,7 +92,7 @@ def run_twin(case: Case, precision: str = "float32", abtem_filter: bool = False)
                                             parametrization=case.parametrization, abtem_filter=abtem_filter),
                     scan=GridScan(step=case.step, region=case.region),
                     detectors=[AnnularDetector(name=n, inner=i, outer=o) for n, (i, o) in case.detectors.items()],
-                    precision=precision)
+                    precision=precision, phonons=phonons)
 
 
 def differences(ours, reference) -> tuple[float, float]:

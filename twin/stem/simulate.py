@@ -10,6 +10,7 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -19,7 +20,7 @@ import xarray as xr
 from potentials.projected import PotentialSpec, grid_shape, phase_factors, projected_potential_slices, \
     slice_edges, slice_plan
 from twin.stem import optics
-from twin.stem.detectors import DETECTORS, KGrid, PixelatedDetector
+from twin.stem.detectors import DETECTORS, CenterOfMassDetector, KGrid, PixelatedDetector
 from twin.stem.multislice import fresnel_propagator, multislice, shifted_probes, transmission_functions
 from twin.stem.probe import ProbeSpec, probe_fourier
 from twin.stem.scan import GridScan
@@ -175,8 +176,43 @@ def scan_batch(probe_k, ey, ex, transmissions, propagator, detectors, grid):
 
 
 def _output_size(job: Job) -> int:
+    """Values one scan records: positions times the values per position of every detector."""
     per_position = sum(int(np.prod([len(v) for v in d.dims(job.grid).values()] or [1])) for d in job.detectors)
     return per_position * len(job.positions)
+
+
+def _plan_memory(job: Job, memory_limit: int | None, output: int) -> int:
+    """The batch size, or a MemoryError naming the estimate; `output` values are kept in memory."""
+    budget = available_memory() if memory_limit is None else memory_limit
+    batch = choose_batch(job.shape, job.n_slices, len(job.positions), job.precision, budget, output)
+    estimate = memory_estimate(job.shape, job.n_slices, batch, job.precision, output)
+    if estimate > budget:
+        raise MemoryError(f"the job needs an estimated {estimate / 2**30:.2f} GiB ({job.n_slices} slices of "
+                          f"{job.shape[0]}x{job.shape[1]} pixels, {output} output values in memory) but "
+                          f"{budget / 2**30:.2f} GiB is available; use a coarser sampling, thicker slices, "
+                          "a coarser scan, a smaller diffraction max_angle, or write to a file (twin.stem."
+                          "simulate_to_file, the CLI), which streams the output to disk")
+    return batch
+
+
+def _scan(job: Job, atoms, phonons, batch: int, progress: bool, add):
+    """Run the scan; `add(detector index, start, stop, values)` receives each batch's share of the
+    configuration average, values (stop - start, ...)."""
+    configurations = _configurations(atoms, phonons)
+    n = len(job.positions)
+    with jax.enable_x64(job.precision == "float64"), _progress_bar(progress, n * len(configurations)) as advance:
+        propagator = job.propagator(job.cell[2] / job.n_slices)
+        probe_k = job.probe_k()
+        for positions in configurations:
+            transmissions = job.transmissions(positions, atoms.numbers)
+            for start in range(0, n, batch):
+                chunk = job.positions[start:start + batch]
+                padded = np.concatenate([chunk, np.repeat(chunk[-1:], batch - len(chunk), 0)])
+                outs = scan_batch(probe_k, *job.phase_factors(padded), transmissions, propagator,
+                                  job.detectors, job.grid)
+                for i, o in enumerate(outs):
+                    add(i, start, start + len(chunk), np.asarray(o)[: len(chunk)] / len(configurations))
+                advance(len(chunk))
 
 
 def simulate(atoms, *, probe: ProbeSpec, potential: PotentialSpec, scan: GridScan, detectors: Sequence,
@@ -198,36 +234,60 @@ def simulate(atoms, *, probe: ProbeSpec, potential: PotentialSpec, scan: GridSca
                  inner=70, outer=200)])
     """
     job = make_job(atoms, probe=probe, potential=potential, scan=scan, detectors=detectors, precision=precision)
-    budget = available_memory() if memory_limit is None else memory_limit
-    n = len(job.positions)
-    output = _output_size(job)
-    batch = choose_batch(job.shape, job.n_slices, n, precision, budget, output)
-    estimate = memory_estimate(job.shape, job.n_slices, batch, precision, output)
-    if estimate > budget:
-        raise MemoryError(f"the job needs an estimated {estimate / 2**30:.2f} GiB ({job.n_slices} slices of "
-                          f"{job.shape[0]}x{job.shape[1]} pixels, {output} output values) but "
-                          f"{budget / 2**30:.2f} GiB is available; use a coarser sampling, thicker slices, "
-                          "a coarser scan or a smaller diffraction max_angle")
-    configurations = _configurations(atoms, phonons)
-    with jax.enable_x64(precision == "float64"), _progress_bar(progress, n * len(configurations)) as advance:
-        propagator = job.propagator(job.cell[2] / job.n_slices)
-        probe_k = job.probe_k()
-        sums = None
-        for positions in configurations:
-            transmissions = job.transmissions(positions, atoms.numbers)
-            for start in range(0, n, batch):
-                chunk = job.positions[start:start + batch]
-                padded = np.concatenate([chunk, np.repeat(chunk[-1:], batch - len(chunk), 0)])
-                outs = scan_batch(probe_k, *job.phase_factors(padded), transmissions, propagator,
-                                  job.detectors, job.grid)
-                outs = [np.asarray(o, dtype=np.float64)[: len(chunk)] for o in outs]
-                if sums is None:
-                    sums = [np.zeros((n, *o.shape[1:])) for o in outs]
-                for total, o in zip(sums, outs):
-                    total[start:start + len(chunk)] += o
-                advance(len(chunk))
-    images = [s / len(configurations) for s in sums]
-    return _dataset(job, images, phonons)
+    batch = _plan_memory(job, memory_limit, _output_size(job))
+    coords, attrs, variables = _layout(job, phonons)
+    arrays = [np.zeros((len(job.positions), *shape[2:])) for _, shape, _ in variables.values()]
+
+    def add(i, start, stop, values):
+        arrays[i][start:stop] += values
+
+    _scan(job, atoms, phonons, batch, progress, add)
+    data = {name: (dims, a.reshape(shape), var_attrs)
+            for (name, (dims, shape, var_attrs)), a in zip(variables.items(), arrays)}
+    return xr.Dataset(data, coords=coords, attrs=attrs)
+
+
+def simulate_to_file(atoms, path, *, probe: ProbeSpec, potential: PotentialSpec, scan: GridScan,
+                     detectors: Sequence, precision: str = "float32", phonons=None, progress: bool = False,
+                     memory_limit: int | None = None):
+    """`simulate`, streamed batch by batch into the netCDF4 file `path` (opens with xarray.load_dataset(path,
+    engine="h5netcdf")), so that 4D-STEM scans larger than memory work. Refuses, before writing anything, a
+    job whose output would not fit on the disk; writes atomically (temporary file, then rename). Returns path.
+    """
+    import shutil
+
+    import h5netcdf
+
+    from twin.io import atomic_path
+
+    job = make_job(atoms, probe=probe, potential=potential, scan=scan, detectors=detectors, precision=precision)
+    path = Path(path)
+    needed = _output_size(job) * np.dtype(PRECISIONS[precision][0]).itemsize + 2**20
+    free = shutil.disk_usage(path.parent).free
+    if needed > free:
+        raise OSError(f"the output needs an estimated {needed / 2**30:.2f} GiB but {path.parent} has "
+                      f"{free / 2**30:.2f} GiB free; use a coarser scan or a smaller diffraction max_angle")
+    batch = _plan_memory(job, memory_limit, 0)
+    coords, attrs, variables = _layout(job, phonons)
+    nx = len(job.scan_axes[0])
+    with atomic_path(path) as tmp:
+        xr.Dataset(coords=coords, attrs=attrs).to_netcdf(tmp, engine="h5netcdf")
+        with h5netcdf.File(tmp, "a") as f:
+            handles = []
+            for name, (dims, shape, var_attrs) in variables.items():
+                chunks = (1, shape[1], *shape[2:]) if len(shape) > 2 else None
+                v = f.create_variable(name, dims, dtype=PRECISIONS[precision][0], chunks=chunks)
+                v.attrs.update(var_attrs)
+                handles.append(v)
+
+            def add(i, start, stop, values):
+                for row in range(start // nx, (stop - 1) // nx + 1):  # the batch's pieces of scan rows
+                    lo, hi = max(start, row * nx), min(stop, (row + 1) * nx)
+                    block = handles[i][row, lo - row * nx: hi - row * nx]
+                    handles[i][row, lo - row * nx: hi - row * nx] = block + values[lo - start: hi - start]
+
+            _scan(job, atoms, phonons, batch, progress, add)
+    return path
 
 
 def _configurations(atoms, phonons) -> list[np.ndarray]:
@@ -293,7 +353,8 @@ def make_stem_function(atoms, *, probe: ProbeSpec, potential: PotentialSpec, sca
     return f, params
 
 
-def _dataset(job: Job, images, phonons) -> xr.Dataset:
+def _layout(job: Job, phonons):
+    """(coords, attrs, {name: (dims, shape, attrs)}) of the output dataset: everything but the values."""
     xs, ys = job.scan_axes
     probe, potential, extent, shape = job.probe, job.potential, job.extent, job.shape
     attrs = {
@@ -321,15 +382,16 @@ def _dataset(job: Job, images, phonons) -> xr.Dataset:
         "phonon_seed": -1 if phonons is None else int(phonons.seed),
         "simulator": "twin.stem multislice",
     }
-    data, coords = {}, {"x": ("x", xs, {"units": "Angstrom"}), "y": ("y", ys, {"units": "Angstrom"})}
-    for d, image in zip(job.detectors, images):
+    coords = {"x": ("x", xs, {"units": "Angstrom"}), "y": ("y", ys, {"units": "Angstrom"})}
+    variables = {}
+    for d in job.detectors:
         extra = d.dims(job.grid)
         for dim, values in extra.items():
             coords[dim] = (dim, values, {"units": "mrad"} if dim in ("ky", "kx") else {})
-        units = "mrad" if d.__class__.__name__ == "CenterOfMassDetector" else "fraction of incident intensity"
-        detector_attrs = {k: float(v) for k, v in dataclasses.asdict(d).items() if isinstance(v, (int, float))}
-        data[d.name] = (("y", "x", *extra), image.reshape(len(ys), len(xs), *image.shape[1:]),
-                        {"detector": type(d).__name__, "units": units,
-                         **{f"{k}_mrad" if k in ("inner", "outer", "max_angle") else k: v
-                            for k, v in detector_attrs.items()}})
-    return xr.Dataset(data, coords=coords, attrs=attrs)
+        units = "mrad" if isinstance(d, CenterOfMassDetector) else "fraction of incident intensity"
+        numbers = {k: float(v) for k, v in dataclasses.asdict(d).items() if isinstance(v, (int, float))}
+        variables[d.name] = (("y", "x", *extra), (len(ys), len(xs), *(len(v) for v in extra.values())),
+                             {"detector": type(d).__name__, "units": units,
+                              **{f"{k}_mrad" if k in ("inner", "outer", "max_angle") else k: v
+                                 for k, v in numbers.items()}})
+    return coords, attrs, variables
