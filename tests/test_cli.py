@@ -70,6 +70,19 @@ def test_small_run_writes_a_dataset(dirs):
     assert np.all(ds.BF > 0.5) and np.all((ds.HAADF > 0) & (ds.HAADF < 0.05))
 
 
+def test_dpc_com_4d_and_phonons_from_the_command_line(dirs):
+    inputs, outputs = dirs
+    result = runner.invoke(app, stem_args(inputs, outputs, segmented="dpc=5:25:4:1:0.1", diffraction="40",
+                                          phonons="2", seed="3", phonon_sigma="C=0.05,0.05,0.02") + ["--com"])
+    assert result.exit_code == 0, result.output
+    ds = xr.load_dataset(outputs / "images.nc", engine="h5netcdf")
+    assert list(ds.data_vars) == ["dpc", "com", "diffraction"]
+    assert ds["dpc"].dims == ("y", "x", "dpc_ring", "dpc_segment") and ds["dpc"].attrs["rotation"] == 0.1
+    assert ds["com"].dims == ("y", "x", "component") and ds["com"].attrs["units"] == "mrad"
+    assert ds["diffraction"].dims == ("y", "x", "ky", "kx") and float(abs(ds.kx).max()) <= 40
+    assert ds.attrs["phonon_configurations"] == 2 and ds.attrs["phonon_seed"] == 3
+
+
 def test_default_detector_is_haadf_and_cif_reads(dirs):
     inputs, outputs = dirs
     result = runner.invoke(app, stem_args(inputs, outputs, "graphene.cif", scan_region="0,0,1,1",
@@ -109,12 +122,22 @@ BAD = {
     "unknown parametrization": ({"parametrization": "doyle"}, ["--parametrization", "doyle"]),
     "output directory missing": ({"out": "{out}/nodir/images.nc"}, ["--out", "nodir", "does not exist"]),
     "job too large for memory": ({"structure": "big.xyz", "sampling": "0.0005"}, ["GiB", "100000x100000"]),
+    "negative phonon sigma": ({"phonons": "2", "phonon_sigma": "C=-0.1"}, ["sigmas", "C", "-0.1"]),
+    "phonon sigma syntax": ({"phonons": "2", "phonon_sigma": "C=0.1,0.2"}, ["--phonon-sigma", "C=0.1,0.2"]),
+    "negative phonon count": ({"phonons": "-1"}, ["--phonons", "-1"]),
+    "segmented syntax": ({"segmented": "dpc=5"}, ["--segmented", "'dpc=5'"]),
+    "diffraction not an angle": ({"diffraction": "wide"}, ["--diffraction", "'wide'"]),
+    "4D output larger than the disk": ({"diffraction": "cutoff", "scan_step": "0.01"}, ["GiB free"]),
 }
 
 
 @pytest.mark.parametrize("case", list(BAD))
-def test_bad_input_is_one_error_line(dirs, case):
+def test_bad_input_is_one_error_line(dirs, case, monkeypatch):
+    import shutil
+
     inputs, outputs = dirs
+    # a disk with 10 MB free, so a large 4D-STEM output is refused
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**12, 10**12, 10**7))
     overrides, expected = BAD[case]
     overrides = dict(overrides)
     if "out" in overrides:
@@ -133,7 +156,7 @@ def test_help_lists_commands_and_every_option_has_a_unit():
     assert "simulate" in runner.invoke(app, ["--help"]).stdout
     assert "stem" in runner.invoke(app, ["simulate", "--help"]).stdout
     stem = typer.main.get_command(app).commands["simulate"].commands["stem"]
-    units = ("[eV]", "[mrad]", "[Angstrom]", "[rad]", "[no unit]", "[file path]")
+    units = ("[eV]", "[mrad]", "[Angstrom]", "[rad]", "[K]", "[no unit]", "[file path]")
     for param in stem.params:
         if param.name != "help":
             assert any(u in param.help for u in units), param.name

@@ -182,6 +182,23 @@ def stem(
         = Projection.infinite,
     precision: Annotated[Precision, typer.Option(
         help="Floating-point precision of the multislice [no unit].")] = Precision.float32,
+    segmented: Annotated[list[str] | None, typer.Option(
+        help="Segmented (DPC) detector NAME=INNER:OUTER[:SEGMENTS[:RINGS[:ROTATION]]], angles [mrad], rotation "
+             "of the first segment from +x [rad]; default 4 segments, 1 ring; repeatable.",
+        metavar="NAME=INNER:OUTER[:S[:R[:ROT]]]", show_default=False)] = None,
+    com: Annotated[bool, typer.Option(
+        "--com", help="Record the centre of mass of the diffraction pattern [mrad].")] = False,
+    diffraction: Annotated[str | None, typer.Option(
+        help="Record 4D-STEM diffraction patterns up to this angle [mrad], or 'cutoff' for the grid's "
+             "antialiased limit; streamed to --out.", metavar="MRAD|cutoff", show_default=False)] = None,
+    phonons: Annotated[int, typer.Option(
+        help="Frozen-phonon configurations to average [no unit]; 0: atoms at rest.", metavar="N")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the frozen-phonon displacements [no unit].", metavar="S")] = 0,
+    phonon_sigma: Annotated[list[str] | None, typer.Option(
+        help="RMS displacement per direction EL=SIGMA or EL=SX,SY,SZ [Angstrom], repeatable; other elements: "
+             "the Debye model at --temperature.", metavar="EL=SIGMA", show_default=False)] = None,
+    temperature: Annotated[float, typer.Option(
+        help="Temperature of the default (Debye) phonon displacements [K].", metavar="K")] = 300.0,
 ):
     """Simulate annular-detector STEM images of STRUCTURE by multislice and write them to --out.
 
@@ -193,7 +210,8 @@ def stem(
                          slice_thickness=slice_thickness, scan_step=scan_step, out=out, defocus=defocus,
                          aberrations=aberration or [], scan_region=scan_region, detectors=detector or [],
                          parametrization=parametrization.value, projection=projection.value,
-                         precision=precision.value)
+                         precision=precision.value, segmented=segmented or [], com=com, diffraction=diffraction,
+                         phonons=phonons, seed=seed, phonon_sigma=phonon_sigma or [], temperature=temperature)
     except (ValueError, MemoryError, OSError) as e:
         _fail(str(e) or type(e).__name__)
     from rich.console import Console
@@ -202,26 +220,81 @@ def stem(
     Console(soft_wrap=True).print(f"wrote {escape(str(path.resolve()))}")
 
 
+def parse_segmented(items: list[str]) -> list:
+    """SegmentedDetectors from NAME=INNER:OUTER[:SEGMENTS[:RINGS[:ROTATION]]] (angles [mrad], rotation [rad])."""
+    from twin.stem.detectors import SegmentedDetector
+
+    detectors = []
+    for item in items:
+        name, _, spec = item.partition("=")
+        parts = spec.split(":")
+        try:
+            inner, outer = float(parts[0]), float(parts[1])
+            segments, rings = (int(parts[i]) if len(parts) > i else default for i, default in ((2, 4), (3, 1)))
+            rotation = float(parts[4]) if len(parts) > 4 else 0.0
+        except (ValueError, IndexError):
+            raise ValueError(f"--segmented {item!r} is not NAME=INNER:OUTER[:SEGMENTS[:RINGS[:ROTATION]]] "
+                             "(angles [mrad], rotation [rad])") from None
+        if len(parts) > 5:
+            raise ValueError(f"--segmented {item!r} has more than five fields after NAME=")
+        detectors.append(SegmentedDetector(name=name.strip(), inner=inner, outer=outer, segments=segments,
+                                           rings=rings, rotation=rotation))
+    return detectors
+
+
+def parse_phonon_sigmas(items: list[str]) -> dict:
+    """{element: sigma or (sx, sy, sz)} [Angstrom] from EL=SIGMA or EL=SX,SY,SZ."""
+    sigmas = {}
+    for item in items:
+        element, sep, value = item.partition("=")
+        try:
+            numbers = tuple(float(v) for v in value.split(","))
+        except ValueError:
+            numbers = ()
+        if not sep or len(numbers) not in (1, 3):
+            raise ValueError(f"--phonon-sigma {item!r} is not EL=SIGMA or EL=SX,SY,SZ [Angstrom]")
+        sigmas[element.strip()] = numbers[0] if len(numbers) == 1 else numbers
+    return sigmas
+
+
 def _run_stem(*, structure, energy, semiangle, sampling, slice_thickness, scan_step, out, defocus, aberrations,
-              scan_region, detectors, parametrization, projection, precision) -> Path:
-    """Validate everything cheap first, then simulate and write; returns the path written."""
+              scan_region, detectors, parametrization, projection, precision, segmented, com, diffraction,
+              phonons, seed, phonon_sigma, temperature) -> Path:
+    """Validate everything cheap first, then simulate, streaming to the output file; returns its path."""
+    from potentials.phonons import FrozenPhonons
     from potentials.projected import PotentialSpec, grid_shape
-    from twin.io import enable_compilation_cache, read_structure, write_dataset_atomic
+    from twin.io import enable_compilation_cache, read_structure
+    from twin.stem.detectors import CenterOfMassDetector, PixelatedDetector
     from twin.stem.optics import cutoff_angle
     from twin.stem.probe import ProbeSpec
     from twin.stem.scan import GridScan
-    from twin.stem.simulate import simulate
+    from twin.stem.simulate import simulate_to_file
 
     check_output(out)
     probe = ProbeSpec(energy=energy, semiangle=semiangle, aberrations=parse_aberrations(aberrations, defocus))
     potential = PotentialSpec(sampling=sampling, slice_thickness=slice_thickness,
                               parametrization=parametrization, projection=projection)
     scan = GridScan(step=scan_step, region=parse_region(scan_region))
+    if phonons < 0:
+        raise ValueError(f"--phonons {phonons} is not allowed; give 0 (no phonons) or more configurations")
+    frozen = FrozenPhonons(n_configurations=phonons, seed=seed, sigmas=parse_phonon_sigmas(phonon_sigma) or None,
+                           temperature=temperature) if phonons else None
     atoms = read_structure(structure)
+    if frozen is not None:
+        frozen.sigma_table(atoms.numbers)  # an element without a default sigma fails here, before any work
     extent = tuple(float(v) for v in atoms.cell.lengths()[:2])
     max_angle = cutoff_angle(grid_shape(extent, sampling), extent, energy) * 1e3
+    chosen = parse_detectors(detectors, semiangle, max_angle) if detectors or not (segmented or com or diffraction) \
+        else []
+    chosen += parse_segmented(segmented)
+    if com:
+        chosen.append(CenterOfMassDetector())
+    if diffraction is not None:
+        try:
+            limit = None if diffraction == "cutoff" else float(diffraction)
+        except ValueError:
+            raise ValueError(f"--diffraction {diffraction!r} is not an angle [mrad] or 'cutoff'") from None
+        chosen.append(PixelatedDetector(max_angle=limit))
     enable_compilation_cache()
-    ds = simulate(atoms, probe=probe, potential=potential, scan=scan,
-                  detectors=parse_detectors(detectors, semiangle, max_angle), precision=precision,
-                  progress=True)
-    return write_dataset_atomic(ds, out)
+    return simulate_to_file(atoms, out, probe=probe, potential=potential, scan=scan, detectors=chosen,
+                            precision=precision, phonons=frozen, progress=True)
