@@ -2,8 +2,9 @@
 
 abTEM's potential filter is applied to ours (PotentialSpec(abtem_filter=True), see docs/validation.md), and
 abTEM's S-matrix is not downsampled (downsample=False): its default crops the S-matrix to the antialiasing
-aperture before the windows are cut, which at interpolation > 1 changes the windowed waves (by ~1e-3 of the
-BF signal on graphene at f = 2) and is not part of PRISM.
+aperture before the windows are cut, so at interpolation > 1 the windows are cut from a coarser real-space
+grid, which changes the image (graphene-60kV at f = 2: BF by up to 3e-3, relative L2 1e-3; HAADF relative L2
+8e-2). At f = 1 the downsampling changes nothing measurable.
 """
 
 import functools
