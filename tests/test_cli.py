@@ -127,6 +127,9 @@ BAD = {
     "negative phonon count": ({"phonons": "-1"}, ["--phonons", "-1"]),
     "segmented syntax": ({"segmented": "dpc=5"}, ["--segmented", "'dpc=5'"]),
     "diffraction not an angle": ({"diffraction": "wide"}, ["--diffraction", "'wide'"]),
+    "interpolation not dividing the grid": ({"method": "prism", "interpolation": "7"}, ["interpolation=7",
+                                                                                      "does not divide"]),
+    "unknown method": ({"method": "bloch"}, ["--method", "bloch"]),
     "4D output larger than the disk": ({"diffraction": "cutoff", "scan_step": "0.01"}, ["GiB free"]),
 }
 

@@ -13,10 +13,10 @@ PROBE = ProbeSpec(energy=80e3, semiangle=25.0, aberrations={"defocus": 10.0, "C3
 POTENTIAL = PotentialSpec(sampling=0.1, slice_thickness=2.0)
 
 
-def run(atoms=ATOMS, scan=GridScan(step=0.4), detectors=None, **kwargs):
+def run(atoms=ATOMS, scan=GridScan(step=0.4), detectors=None, potential=POTENTIAL, **kwargs):
     detectors = detectors or [AnnularDetector(name="BF", inner=0, outer=25),
                               AnnularDetector(name="HAADF", inner=60, outer=120)]
-    return simulate(atoms, probe=PROBE, potential=POTENTIAL, scan=scan, detectors=detectors, **kwargs)
+    return simulate(atoms, probe=PROBE, potential=potential, scan=scan, detectors=detectors, **kwargs)
 
 
 def test_intensity_is_conserved_up_to_the_antialiasing_limit():
@@ -154,3 +154,45 @@ def test_one_configuration_without_displacement_is_the_static_image():
     still = run(phonons=FrozenPhonons(n_configurations=1, sigmas=0.0))
     np.testing.assert_array_equal(still["HAADF"].values, run()["HAADF"].values)
     assert still.attrs["phonon_configurations"] == 1
+
+
+def test_auto_method_chooses_prism_only_where_it_is_exact_and_cheaper():
+    from potentials.phonons import FrozenPhonons
+    from twin.stem.detectors import SegmentedDetector
+
+    detectors = [AnnularDetector(name="BF", inner=0, outer=25), AnnularDetector(name="HAADF", inner=60, outer=120),
+                 SegmentedDetector(name="dpc", inner=5, outer=25, rings=2)]
+    phonons = FrozenPhonons(n_configurations=2, seed=1, sigmas=0.05)
+    fine = GridScan(step=0.1)
+    auto = run(scan=fine, detectors=detectors, phonons=phonons)
+    multislice = run(scan=fine, detectors=detectors, phonons=phonons, method="multislice")
+    assert auto.attrs["method"] == "prism" and multislice.attrs["method"] == "multislice"
+    for name in ("BF", "HAADF", "dpc"):
+        np.testing.assert_allclose(auto[name].values, multislice[name].values, atol=2e-6, rtol=1e-4)
+    assert run(scan=GridScan(step=2.0)).attrs["method"] == "multislice"  # 3 positions: no gain
+
+
+def test_prism_interpolation_2_is_close_to_exact_on_a_larger_cell():
+    atoms = graphene((4, 2))  # 9.8 x 8.5 Angstrom: the probe fits a half-size window
+    even = PotentialSpec(sampling=0.0947, slice_thickness=2.0)  # a 90 x 104 grid
+    exact = run(atoms, scan=GridScan(step=0.5, region=(2, 2, 6, 6)), potential=even, method="multislice")
+    interpolated = run(atoms, scan=GridScan(step=0.5, region=(2, 2, 6, 6)), potential=even, method="prism",
+                       interpolation=2)
+    assert interpolated.attrs["interpolation"] == 2
+    # An approximation: the coarser k-grid of the window moves the bright-field disc edge (~4% here).
+    np.testing.assert_allclose(interpolated["BF"].values, exact["BF"].values, rtol=0.06)
+    haadf, reference = interpolated["HAADF"].values, exact["HAADF"].values
+    assert np.linalg.norm(haadf - reference) / np.linalg.norm(reference) < 0.1
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"method": "prism", "detectors": [__import__("twin.stem.detectors").stem.detectors.CenterOfMassDetector()]},
+     "annular and segmented detectors only"),
+    ({"method": "prism", "interpolation": 3}, "does not divide"),
+    ({"method": "multislice", "interpolation": 2}, "needs method='prism'"),
+    ({"method": "bloch"}, "method='bloch'"),
+    ({"interpolation": 0}, "interpolation=0"),
+])
+def test_bad_methods_are_refused_by_name(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        run(**kwargs)

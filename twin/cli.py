@@ -66,6 +66,12 @@ class Projection(str, Enum):
     finite = "finite"
 
 
+class Method(str, Enum):
+    auto = "auto"
+    multislice = "multislice"
+    prism = "prism"
+
+
 class Precision(str, Enum):
     float32 = "float32"
     float64 = "float64"
@@ -199,6 +205,11 @@ def stem(
              "the Debye model at --temperature.", metavar="EL=SIGMA", show_default=False)] = None,
     temperature: Annotated[float, typer.Option(
         help="Temperature of the default (Debye) phonon displacements [K].", metavar="K")] = 300.0,
+    method: Annotated[Method, typer.Option(
+        help="multislice, prism (S-matrix; annular and segmented detectors) or auto (PRISM where it is exact "
+             "and cheaper) [no unit].")] = Method.auto,
+    interpolation: Annotated[int, typer.Option(
+        help="PRISM interpolation factor, dividing the grid; 1 is exact [no unit].", metavar="F")] = 1,
 ):
     """Simulate annular-detector STEM images of STRUCTURE by multislice and write them to --out.
 
@@ -211,7 +222,8 @@ def stem(
                          aberrations=aberration or [], scan_region=scan_region, detectors=detector or [],
                          parametrization=parametrization.value, projection=projection.value,
                          precision=precision.value, segmented=segmented or [], com=com, diffraction=diffraction,
-                         phonons=phonons, seed=seed, phonon_sigma=phonon_sigma or [], temperature=temperature)
+                         phonons=phonons, seed=seed, phonon_sigma=phonon_sigma or [], temperature=temperature,
+                         method=method.value, interpolation=interpolation)
     except (ValueError, MemoryError, OSError) as e:
         _fail(str(e) or type(e).__name__)
     from rich.console import Console
@@ -259,7 +271,7 @@ def parse_phonon_sigmas(items: list[str]) -> dict:
 
 def _run_stem(*, structure, energy, semiangle, sampling, slice_thickness, scan_step, out, defocus, aberrations,
               scan_region, detectors, parametrization, projection, precision, segmented, com, diffraction,
-              phonons, seed, phonon_sigma, temperature) -> Path:
+              phonons, seed, phonon_sigma, temperature, method, interpolation) -> Path:
     """Validate everything cheap first, then simulate, streaming to the output file; returns its path."""
     from potentials.phonons import FrozenPhonons
     from potentials.projected import PotentialSpec, grid_shape
@@ -297,4 +309,5 @@ def _run_stem(*, structure, energy, semiangle, sampling, slice_thickness, scan_s
         chosen.append(PixelatedDetector(max_angle=limit))
     enable_compilation_cache()
     return simulate_to_file(atoms, out, probe=probe, potential=potential, scan=scan, detectors=chosen,
-                            precision=precision, phonons=frozen, progress=True)
+                            precision=precision, phonons=frozen, method=method, interpolation=interpolation,
+                            progress=True)

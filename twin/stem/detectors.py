@@ -52,6 +52,11 @@ def _check_angle(owner: str, label: str, value, allow_none: bool = False):
         raise ValueError(f"detector {owner} {label}={value!r} is not allowed; it must be a non-negative angle [mrad]")
 
 
+def _detect_masks(detector, intensity, grid: KGrid):
+    masks = jnp.asarray(detector.masks(grid), dtype=intensity.dtype)
+    return detector.from_masks(jnp.einsum("byx,myx->bm", intensity, masks))
+
+
 def _check_name(name):
     if not name or not isinstance(name, str) or not name.isidentifier():
         raise ValueError(f"detector name {name!r} is not allowed; use letters, digits and _")
@@ -83,9 +88,16 @@ class AnnularDetector:
     def dims(self, grid: KGrid) -> dict:
         return {}
 
+    def masks(self, grid: KGrid) -> np.ndarray:
+        """(1, ny, nx): the detector as a mask on the grid."""
+        return self.mask(grid.polar[0] * 1e-3)[None]
+
+    def from_masks(self, values):
+        """Output (b,) from the intensities (b, 1) on `masks`."""
+        return values[:, 0]
+
     def detect(self, intensity, grid: KGrid):
-        mask = jnp.asarray(self.mask(grid.polar[0] * 1e-3), dtype=intensity.dtype)
-        return jnp.einsum("byx,yx->b", intensity, mask)
+        return _detect_masks(self, intensity, grid)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -125,11 +137,17 @@ class SegmentedDetector:
     def dims(self, grid: KGrid) -> dict:
         return {f"{self.name}_ring": np.arange(self.rings), f"{self.name}_segment": np.arange(self.segments)}
 
-    def detect(self, intensity, grid: KGrid):
+    def masks(self, grid: KGrid) -> np.ndarray:
+        """(rings * segments, ny, nx): one mask per bin, ring-major."""
         labels = self.labels(grid)
-        masks = np.stack([labels == i for i in range(self.rings * self.segments)])
-        out = jnp.einsum("byx,syx->bs", intensity, jnp.asarray(masks, dtype=intensity.dtype))
-        return out.reshape(-1, self.rings, self.segments)
+        return np.stack([labels == i for i in range(self.rings * self.segments)]).astype(np.float64)
+
+    def from_masks(self, values):
+        """Output (b, rings, segments) from the intensities (b, rings * segments) on `masks`."""
+        return values.reshape(-1, self.rings, self.segments)
+
+    def detect(self, intensity, grid: KGrid):
+        return _detect_masks(self, intensity, grid)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from twin.stem import optics
+from twin.stem.detectors import KGrid
 from twin.stem.multislice import multislice
 from twin.stem.probe import ProbeSpec, probe_fourier
 
@@ -321,11 +322,12 @@ def prism_scan(probe: ProbeSpec, transmissions, propagator, shape: tuple[int, in
 
     probe: the probe; transmissions (n_slices, ny, nx) and propagator (ny, nx) as for
     `twin.stem.multislice.multislice` (complex, matching `dtype`); shape (ny, nx); extent (x, y)
-    [Angstrom]; positions (n, 2) (x, y) [Angstrom]; detectors: `twin.stem.detectors.AnnularDetector`s
-    (anything with .mask(alpha [rad]) on a (ny, nx) grid); interpolation f divides ny and nx;
+    [Angstrom]; positions (n, 2) (x, y) [Angstrom]; detectors: annular or segmented detectors
+    (anything with .masks(grid) and a KGrid); interpolation f divides ny and nx;
     dtype: jnp.float32 or jnp.float64 (the latter under jax.enable_x64). quadratic_form: detect through
     `annular_prism_intensities` (default at f = 1; not possible at f > 1). memory_limit [bytes]: default
-    the memory available now. Returns (n, n_detectors) fractions of the incident intensity; at f = 1
+    the memory available now. Returns (n, n_masks) fractions of the incident intensity on the detectors'
+    masks, in order (one per annular detector, rings x segments per segmented one); at f = 1
     equal to multislice's.
 
     Example:
@@ -339,15 +341,15 @@ def prism_scan(probe: ProbeSpec, transmissions, propagator, shape: tuple[int, in
         raise ValueError(f"quadratic_form=True needs interpolation=1, got interpolation={interpolation}")
     positions = np.asarray(positions, dtype=np.float64).reshape(-1, 2)
     indices, amplitudes = plane_wave_beams(probe, shape, extent, interpolation, jnp.result_type(dtype, jnp.complex64))
-    _, _, (ky, kx) = window_grid(shape, extent, interpolation)
-    alpha = np.hypot(ky[:, None], kx[None, :]) * probe.wavelength
-    masks = jnp.asarray(np.stack([d.mask(alpha) for d in detectors]), dtype=dtype)
+    window, window_extent, _ = window_grid(shape, extent, interpolation)
+    grid = KGrid(tuple(window), tuple(window_extent), probe.wavelength)
+    masks = jnp.asarray(np.concatenate([d.masks(grid) for d in detectors]), dtype=dtype)
     if memory_limit is None:
         from twin.stem.simulate import available_memory
 
         memory_limit = available_memory()
     beam_batch, position_batch = _batches(shape, transmissions.shape[0], len(indices), len(positions),
-                                          interpolation, len(detectors), dtype, memory_limit)
+                                          interpolation, masks.shape[0], dtype, memory_limit)
     smatrix_k = build_smatrix(jnp.asarray(indices), transmissions, propagator, batch_size=beam_batch)
     if quadratic_form:
         return _quadratic_scan(detector_forms(smatrix_k, masks), amplitudes, indices, positions, extent,

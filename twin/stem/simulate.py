@@ -27,6 +27,7 @@ from twin.stem.scan import GridScan
 from twin.structures import check_atoms
 
 PRECISIONS = {"float32": (jnp.float32, jnp.complex64), "float64": (jnp.float64, jnp.complex128)}
+METHODS = ("auto", "multislice", "prism")
 # Working copies of one wave batch held at once by the FFT-based step (input, output, FFT scratch).
 WAVE_COPIES = 4
 
@@ -102,6 +103,8 @@ class Job:
     positions: np.ndarray  # (n_positions, 2) probe positions (x, y) [Angstrom]
     scan_axes: tuple[np.ndarray, np.ndarray]  # (x (nx,), y (ny,)) [Angstrom]
     precision: str
+    method: str = "multislice"  # "multislice" or "prism" (resolved from "auto")
+    interpolation: int = 1
 
     @property
     def extent(self):
@@ -144,20 +147,53 @@ class Job:
 
 
 def make_job(atoms, *, probe: ProbeSpec, potential: PotentialSpec, scan: GridScan, detectors: Sequence,
-             precision: str = "float32") -> Job:
-    """Check a job and fix its grid, slices, scan and detectors (no large allocation)."""
+             precision: str = "float32", method: str = "auto", interpolation: int = 1) -> Job:
+    """Check a job and fix its grid, slices, scan, detectors and method (no large allocation)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r} is not allowed; allowed: {', '.join(PRECISIONS)}")
+    if method not in METHODS:
+        raise ValueError(f"method={method!r} is not allowed; allowed: {', '.join(METHODS)}")
     cell = check_atoms(atoms)
     extent = (cell[0], cell[1])
     shape = grid_shape(extent, potential.sampling)
     detectors = _check_detectors(tuple(detectors), extent, potential.sampling, probe.energy)
     xs, ys = scan.coordinates(extent)
     grid_y, grid_x = np.meshgrid(ys, xs, indexing="ij")
-    return Job(cell=cell, shape=shape, n_slices=len(slice_edges(cell[2], potential.slice_thickness)) - 1,
-               grid=KGrid(shape, extent, probe.wavelength), probe=probe, potential=potential,
-               detectors=detectors, positions=np.stack([grid_x.ravel(), grid_y.ravel()], -1),
-               scan_axes=(xs, ys), precision=precision)
+    job = Job(cell=cell, shape=shape, n_slices=len(slice_edges(cell[2], potential.slice_thickness)) - 1,
+              grid=KGrid(shape, extent, probe.wavelength), probe=probe, potential=potential,
+              detectors=detectors, positions=np.stack([grid_x.ravel(), grid_y.ravel()], -1),
+              scan_axes=(xs, ys), precision=precision)
+    return dataclasses.replace(job, method=_choose_method(job, method, interpolation), interpolation=interpolation)
+
+
+def _choose_method(job: Job, method: str, interpolation: int) -> str:
+    """PRISM when asked, or under "auto" when it is exact (interpolation 1) and needs fewer operations."""
+    from twin.stem import prism
+
+    if not (isinstance(interpolation, int) and interpolation >= 1):
+        raise ValueError(f"interpolation={interpolation!r} is not allowed; it must be an integer >= 1")
+    integrating = all(hasattr(d, "masks") for d in job.detectors)
+    if method == "multislice" or (method == "auto" and (interpolation != 1 or not integrating)):
+        if interpolation != 1:
+            raise ValueError(f"interpolation={interpolation} needs method='prism' (multislice does not interpolate)")
+        return "multislice"
+    if not integrating:
+        names = [d.name for d in job.detectors if not hasattr(d, "masks")]
+        raise ValueError(f"method='prism' records annular and segmented detectors only, not {', '.join(names)}; "
+                         "use method='multislice' (or 'auto') for centre-of-mass and 4D-STEM output")
+    prism.check_interpolation(job.shape, interpolation)
+    if method == "prism":
+        return "prism"
+    # Plane waves inside the aperture, counted on the integer frequencies (m_y / y, m_x / x) near it.
+    k_max = job.probe.semiangle * 1e-3 / job.probe.wavelength + 0.5 / min(job.extent)
+    m_x, m_y = (np.arange(-math.ceil(k_max * e), math.ceil(k_max * e) + 1) / e for e in job.extent)
+    n_beams = int(np.count_nonzero(np.hypot(m_y[:, None], m_x[None, :]) <= k_max))
+    n_masks = sum(int(np.prod([len(v) for v in d.dims(job.grid).values()] or [1])) for d in job.detectors)
+    pixels = job.shape[0] * job.shape[1]
+    fft_pair = 10 * pixels * math.log2(pixels)
+    multislice_cost = len(job.positions) * job.n_slices * fft_pair
+    prism_cost = n_beams * job.n_slices * fft_pair + 8 * n_masks * n_beams**2 * (pixels + len(job.positions))
+    return "prism" if prism_cost < multislice_cost else "multislice"
 
 
 def _detect(psi_k, detectors, grid):
@@ -205,6 +241,10 @@ def _scan(job: Job, atoms, phonons, batch: int, progress: bool, add):
         probe_k = job.probe_k()
         for positions in configurations:
             transmissions = job.transmissions(positions, atoms.numbers)
+            if job.method == "prism":
+                _prism(job, transmissions, propagator, add, len(configurations))
+                advance(n)
+                continue
             for start in range(0, n, batch):
                 chunk = job.positions[start:start + batch]
                 padded = np.concatenate([chunk, np.repeat(chunk[-1:], batch - len(chunk), 0)])
@@ -215,15 +255,29 @@ def _scan(job: Job, atoms, phonons, batch: int, progress: bool, add):
                 advance(len(chunk))
 
 
+def _prism(job: Job, transmissions, propagator, add, n_configurations: int):
+    from twin.stem.prism import prism_scan
+
+    values = prism_scan(job.probe, transmissions, propagator, job.shape, job.extent, job.positions, job.detectors,
+                        interpolation=job.interpolation, dtype=PRECISIONS[job.precision][0])
+    first = 0
+    for i, d in enumerate(job.detectors):
+        count = len(d.masks(job.grid))
+        add(i, 0, len(job.positions), np.asarray(d.from_masks(values[:, first:first + count])) / n_configurations)
+        first += count
+
+
 def simulate(atoms, *, probe: ProbeSpec, potential: PotentialSpec, scan: GridScan, detectors: Sequence,
-             precision: str = "float32", phonons=None, progress: bool = False,
-             memory_limit: int | None = None) -> xr.Dataset:
+             precision: str = "float32", phonons=None, method: str = "auto", interpolation: int = 1,
+             progress: bool = False, memory_limit: int | None = None) -> xr.Dataset:
     """Simulate scanned-probe STEM signals of `atoms` by multislice.
 
     atoms: ase.Atoms with an orthorhombic cell periodic in x and y; the beam runs along +z through the whole
     cell height. detectors: AnnularDetector, SegmentedDetector, CenterOfMassDetector, PixelatedDetector.
     phonons: a potentials.phonons.FrozenPhonons to average over displaced configurations, or None.
-    Returns an xarray.Dataset with one variable per detector, dims ("y", "x", ...), intensities in fractions
+    method: "multislice", "prism" (S-matrix; annular and segmented detectors; `interpolation` f = 1, 2, 4,
+    ... dividing the grid, exact at f = 1) or "auto" (PRISM at f = 1 when it needs fewer operations, which
+    does not change the answer beyond float rounding). Returns an xarray.Dataset with one variable per detector, dims ("y", "x", ...), intensities in fractions
     of the incident intensity, coordinates the probe positions [Angstrom] (angles [mrad]), attrs with every
     parameter and its unit. memory_limit: bytes the job may use (default: the memory available now); a job
     whose estimate exceeds it is refused with the estimate in the message.
@@ -233,7 +287,8 @@ def simulate(atoms, *, probe: ProbeSpec, potential: PotentialSpec, scan: GridSca
                  slice_thickness=1), scan=GridScan(step=0.2), detectors=[AnnularDetector(name="HAADF",
                  inner=70, outer=200)])
     """
-    job = make_job(atoms, probe=probe, potential=potential, scan=scan, detectors=detectors, precision=precision)
+    job = make_job(atoms, probe=probe, potential=potential, scan=scan, detectors=detectors, precision=precision,
+                   method=method, interpolation=interpolation)
     batch = _plan_memory(job, memory_limit, _output_size(job))
     coords, attrs, variables = _layout(job, phonons)
     arrays = [np.zeros((len(job.positions), *shape[2:])) for _, shape, _ in variables.values()]
@@ -248,8 +303,8 @@ def simulate(atoms, *, probe: ProbeSpec, potential: PotentialSpec, scan: GridSca
 
 
 def simulate_to_file(atoms, path, *, probe: ProbeSpec, potential: PotentialSpec, scan: GridScan,
-                     detectors: Sequence, precision: str = "float32", phonons=None, progress: bool = False,
-                     memory_limit: int | None = None):
+                     detectors: Sequence, precision: str = "float32", phonons=None, method: str = "auto",
+                     interpolation: int = 1, progress: bool = False, memory_limit: int | None = None):
     """`simulate`, streamed batch by batch into the netCDF4 file `path` (opens with xarray.load_dataset(path,
     engine="h5netcdf")), so that 4D-STEM scans larger than memory work. Refuses, before writing anything, a
     job whose output would not fit on the disk; writes atomically (temporary file, then rename). Returns path.
@@ -260,7 +315,8 @@ def simulate_to_file(atoms, path, *, probe: ProbeSpec, potential: PotentialSpec,
 
     from twin.io import atomic_path
 
-    job = make_job(atoms, probe=probe, potential=potential, scan=scan, detectors=detectors, precision=precision)
+    job = make_job(atoms, probe=probe, potential=potential, scan=scan, detectors=detectors, precision=precision,
+                   method=method, interpolation=interpolation)
     path = Path(path)
     needed = _output_size(job) * np.dtype(PRECISIONS[precision][0]).itemsize + 2**20
     free = shutil.disk_usage(path.parent).free
@@ -325,7 +381,8 @@ def make_stem_function(atoms, *, probe: ProbeSpec, potential: PotentialSpec, sca
         loss = lambda p: jnp.sum((f(p)["HAADF"] - observed) ** 2)
         grads = jax.grad(loss)(params)
     """
-    job = make_job(atoms, probe=probe, potential=potential, scan=scan, detectors=detectors, precision=precision)
+    job = make_job(atoms, probe=probe, potential=potential, scan=scan, detectors=detectors, precision=precision,
+                   method="multislice")
     numbers = np.asarray(atoms.numbers)
     plan = slice_plan(atoms.positions, numbers, job.cell, potential)
     real = PRECISIONS[precision][0]
@@ -380,7 +437,9 @@ def _layout(job: Job, phonons):
         "antialias_cutoff_angle_mrad": optics.cutoff_angle(shape, extent, probe.energy) * 1e3,
         "phonon_configurations": 0 if phonons is None else int(phonons.n_configurations),
         "phonon_seed": -1 if phonons is None else int(phonons.seed),
-        "simulator": "twin.stem multislice",
+        "method": job.method,
+        "interpolation": job.interpolation,
+        "simulator": f"twin.stem {job.method}",
     }
     coords = {"x": ("x", xs, {"units": "Angstrom"}), "y": ("y", ys, {"units": "Angstrom"})}
     variables = {}
