@@ -5,14 +5,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from potentials.projected import PotentialSpec, grid_shape, projected_potential_slices, spatial_frequencies
+from potentials.projected import PotentialSpec, spatial_frequencies
 from tests.golden.cases import differences, srtio3
 from twin.stem import optics, prism
 from twin.stem.detectors import AnnularDetector
-from twin.stem.multislice import fresnel_propagator, transmission_functions
 from twin.stem.probe import ProbeSpec
 from twin.stem.scan import GridScan
-from twin.stem.simulate import simulate
+from twin.stem.simulate import make_job, simulate
 from twin.structures import graphene
 
 JOBS = {
@@ -26,26 +25,23 @@ JOBS = {
 }
 
 
+def _job(atoms, probe: ProbeSpec, potential: PotentialSpec, dtype=jnp.float32, scan=GridScan(step=1.0)):
+    precision = "float64" if dtype == jnp.float64 else "float32"
+    return make_job(atoms, probe=probe, potential=potential, scan=scan, precision=precision, method="multislice",
+                    detectors=[AnnularDetector(name="BF", inner=0, outer=probe.semiangle)])
+
+
 def prepare(atoms, probe: ProbeSpec, potential: PotentialSpec, dtype=jnp.float32):
-    """Transmissions, propagator, shape (ny, nx) and extent (x, y) built as twin.stem.simulate builds them."""
-    cell = tuple(float(v) for v in atoms.cell.lengths())
-    extent = cell[:2]
-    shape = grid_shape(extent, potential.sampling)
-    ky, kx = spatial_frequencies(shape, extent)
-    k, _ = optics.polar_frequencies(ky, kx)
-    antialias = jnp.asarray(optics.antialias_aperture(k, (extent[1] / shape[0], extent[0] / shape[1])), dtype=dtype)
-    slices = projected_potential_slices(atoms.positions, atoms.numbers, cell, potential, dtype=dtype)
-    transmissions = transmission_functions(slices, optics.interaction_constant(probe.energy), antialias)
-    propagator = fresnel_propagator(jnp.asarray(k**2, dtype=dtype), cell[2] / transmissions.shape[0],
-                                    probe.wavelength, antialias)
-    return transmissions, propagator, shape, extent
+    """Transmissions, propagator, shape (ny, nx) and extent (x, y), as twin.stem.simulate builds them."""
+    job = _job(atoms, probe, potential, dtype)
+    return (job.transmissions(atoms.positions, atoms.numbers), job.propagator(job.cell[2] / job.n_slices),
+            job.shape, job.extent)
 
 
-def scan_positions(scan: GridScan, extent) -> tuple[np.ndarray, tuple[int, int]]:
+def scan_positions(scan: GridScan, atoms, probe, potential) -> tuple[np.ndarray, tuple[int, int]]:
     """Probe positions (n, 2) (x, y) [Angstrom] in simulate's order (y slow), and the image shape (ny, nx)."""
-    xs, ys = scan.coordinates(extent)
-    grid_y, grid_x = np.meshgrid(ys, xs, indexing="ij")
-    return np.stack([grid_x.ravel(), grid_y.ravel()], -1), (len(ys), len(xs))
+    job = _job(atoms, probe, potential, scan=scan)
+    return job.positions, (len(job.scan_axes[1]), len(job.scan_axes[0]))
 
 
 def detectors_of(spec: dict) -> list[AnnularDetector]:
@@ -61,7 +57,7 @@ def test_prism_at_interpolation_1_equals_multislice(job, precision):
     real = jnp.float64 if precision == "float64" else jnp.float32
     with jax.enable_x64(precision == "float64"):
         transmissions, propagator, shape, extent = prepare(atoms, probe, potential, real)
-        positions, image = scan_positions(scan, extent)
+        positions, image = scan_positions(scan, atoms, probe, potential)
         ours = prism.prism_scan(probe, transmissions, propagator, shape, extent, positions, detectors, dtype=real)
     tolerance = (1e-5, 1e-4) if precision == "float32" else (1e-12, 1e-11)
     for i, d in enumerate(detectors):
@@ -91,7 +87,7 @@ def test_quadratic_form_equals_the_explicit_sum(x64):
 def test_quadratic_form_and_explicit_sum_agree_in_prism_scan():
     atoms, probe, potential, scan, spec = JOBS["graphene"]
     transmissions, propagator, shape, extent = prepare(atoms, probe, potential)
-    positions, _ = scan_positions(scan, extent)
+    positions, _ = scan_positions(scan, atoms, probe, potential)
     args = (probe, transmissions, propagator, shape, extent, positions, detectors_of(spec))
     np.testing.assert_allclose(prism.prism_scan(*args, quadratic_form=True),
                                prism.prism_scan(*args, quadratic_form=False), atol=1e-6)
@@ -183,7 +179,7 @@ def test_prism_scan_in_tiles_equals_probes_one_by_one(x64):
 def test_a_small_memory_budget_gives_the_same_signal_and_a_tiny_one_is_refused():
     atoms, probe, potential, scan, spec = JOBS["graphene"]
     transmissions, propagator, shape, extent = prepare(atoms, probe, potential)
-    positions, _ = scan_positions(scan, extent)
+    positions, _ = scan_positions(scan, atoms, probe, potential)
     args = (probe, transmissions, propagator, shape, extent, positions, detectors_of(spec))
     n_beams = len(prism.plane_wave_indices(probe, shape, extent, 2))
     budget = prism.prism_memory_estimate(shape, len(transmissions), n_beams, 2, beam_batch=2, position_batch=8,

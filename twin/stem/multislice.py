@@ -44,15 +44,3 @@ def multislice(psi_k, transmissions, propagator):
 def shifted_probes(probe_k, ey, ex):
     """Probes at many positions: probe_k (ny, nx) times phase factors ey (b, ny), ex (b, nx)."""
     return probe_k[None] * ey[:, :, None] * ex[:, None, :]
-
-
-@jax.jit
-def scan_intensities(probe_k, ey, ex, transmissions, propagator, masks):
-    """Detected intensity of each probe in a batch.
-
-    probe_k (ny, nx); ey (b, ny), ex (b, nx): exp(-2 pi i k.r0) factors; transmissions (n_slices, ny, nx);
-    propagator (ny, nx); masks (n_detectors, ny, nx). Returns (b, n_detectors), fractions of the incident
-    intensity when sum |probe_k|^2 = 1.
-    """
-    psi_k = multislice(shifted_probes(probe_k, ey, ex), transmissions, propagator)
-    return jnp.einsum("byx,dyx->bd", jnp.abs(psi_k) ** 2, masks)
