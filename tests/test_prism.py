@@ -7,7 +7,7 @@ import pytest
 
 from potentials.projected import PotentialSpec, spatial_frequencies
 from tests.golden.cases import differences, srtio3
-from twin.stem import optics, prism
+from twin.stem import prism
 from twin.stem.detectors import AnnularDetector
 from twin.stem.probe import ProbeSpec
 from twin.stem.scan import GridScan
