@@ -123,21 +123,33 @@ class Job:
         return spatial_frequencies(self.shape, self.extent)
 
     def transmissions(self, positions, numbers, plan=None):
+        """(n_slices, ny, nx) band-limited transmission functions; one compiled program (compiling the
+        many small operations one by one costs more than running them)."""
         real = PRECISIONS[self.precision][0]
-        slices = projected_potential_slices(positions, numbers, self.cell, self.potential, dtype=real, plan=plan)
-        antialias = jnp.asarray(self.antialias, dtype=real)
-        return transmission_functions(slices, optics.interaction_constant(self.probe.energy), antialias)
+        if plan is None:
+            plan = slice_plan(np.asarray(positions), numbers, self.cell, self.potential)
+
+        @jax.jit
+        def build(positions):
+            slices = projected_potential_slices(positions, numbers, self.cell, self.potential, dtype=real,
+                                                plan=plan)
+            antialias = jnp.asarray(self.antialias, dtype=real)
+            return transmission_functions(slices, optics.interaction_constant(self.probe.energy), antialias)
+
+        return build(jnp.asarray(positions, dtype=real))
 
     def propagator(self, slice_thickness):
         ky, kx = self._frequencies
         k2 = jnp.asarray(ky[:, None] ** 2 + kx[None, :] ** 2, dtype=PRECISIONS[self.precision][0])
-        return fresnel_propagator(k2, slice_thickness, self.probe.wavelength,
-                                  jnp.asarray(self.antialias, dtype=k2.dtype))
+        return jax.jit(fresnel_propagator, static_argnums=2)(k2, slice_thickness, self.probe.wavelength,
+                                                             jnp.asarray(self.antialias, dtype=k2.dtype))
 
     def probe_k(self, coefficients=None):
         k, phi = optics.polar_frequencies(*self._frequencies)
         angular = (self.probe.wavelength / self.extent[1], self.probe.wavelength / self.extent[0])
-        return probe_fourier(self.probe, k, phi, angular, PRECISIONS[self.precision][1], coefficients)
+        coefficients = self.probe.coefficients if coefficients is None else coefficients
+        build = jax.jit(lambda c: probe_fourier(self.probe, k, phi, angular, PRECISIONS[self.precision][1], c))
+        return build(coefficients)
 
     def phase_factors(self, positions):
         real = PRECISIONS[self.precision][0]
