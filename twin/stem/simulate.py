@@ -205,7 +205,10 @@ def _choose_method(job: Job, method: str, interpolation: int) -> str:
     fft_pair = 10 * pixels * math.log2(pixels)
     multislice_cost = len(job.positions) * job.n_slices * fft_pair
     prism_cost = n_beams * job.n_slices * fft_pair + 8 * n_masks * n_beams**2 * (pixels + len(job.positions))
-    return "prism" if prism_cost < multislice_cost else "multislice"
+    # The S-matrix in Fourier and real space must fit in half the memory available.
+    smatrix_bytes = 4 * np.dtype(PRECISIONS[job.precision][0]).itemsize * n_beams * pixels
+    fits = smatrix_bytes < available_memory() / 2
+    return "prism" if prism_cost < multislice_cost and fits else "multislice"
 
 
 def _detect(psi_k, detectors, grid):
