@@ -193,20 +193,16 @@ def timed(command: list[str], env: dict) -> Run:
     return Run(wall, child / wall, load, before, others)
 
 
-def run_pair(commands: list[list[str]], cache_folder) -> list[Run]:
-    """Both runs of one side, repeated (up to ATTEMPTS times) while other processes load the machine;
-    the attempt with the least load is kept. `cache_folder()` gives a context manager yielding a fresh
-    XDG_CACHE_HOME for each attempt, or None to keep the environment as it is."""
+def quiet_run(command: list[str], env_for_attempt) -> Run:
+    """`command` timed, repeated (up to ATTEMPTS times, within RETRY_BUDGET_S) while other processes load
+    the machine; the least loaded attempt is kept. `env_for_attempt()` gives each attempt's environment."""
     best = None
     for _ in range(ATTEMPTS):
-        with cache_folder() as cache:
-            env = dict(os.environ) if cache is None else {**os.environ, "XDG_CACHE_HOME": cache}
-            runs = [timed(command, env) for command in commands]
-        if best is None or max(r.others for r in runs) < max(r.others for r in best):
-            best = runs
-        if max(r.others for r in best) <= QUIET_CORES or time.monotonic() - START > RETRY_BUDGET_S:
-            break
-        print(f"    (other processes kept {max(r.others for r in runs):.2f} cores busy; running again)", flush=True)
+        run = timed(command, env_for_attempt())
+        best = run if best is None or run.others < best.others else best
+        if best.others <= QUIET_CORES or time.monotonic() - START > RETRY_BUDGET_S:
+            return best
+        print(f"    (other processes kept {run.others:.2f} cores busy; running again)", flush=True)
     return best
 
 
@@ -217,7 +213,7 @@ def run_abtem(job: Job, structure: Path, gpts: tuple[int, int], folder: Path):
         structure=str(structure), gpts=gpts, slice_thickness=job.slice_thickness, energy=job.energy,
         semiangle=job.semiangle, start=job.region[:2], end=job.region[2:], step=job.step, inner=job.inner,
         outer=job.outer, image=str(image), positions=str(positions)))
-    runs = run_pair([[sys.executable, str(script)]] * 2, contextlib.nullcontext)
+    runs = [quiet_run([sys.executable, str(script)], lambda: dict(os.environ)) for _ in range(2)]
     return runs, np.load(image), np.load(positions)
 
 
@@ -232,21 +228,28 @@ def twin_command(job: Job, structure: Path, sampling: float, method: list[str], 
 
 
 def run_twin(job: Job, structure: Path, sampling: float, folder: Path, method: list[str]):
-    """twin's CLI twice, the first with an empty compilation cache that the second reuses: the runs and
-    the dataset of the second run."""
+    """twin's CLI twice, the first with an empty compilation cache (a fresh one for each attempt) that the
+    second reuses: the runs and the dataset of the second run."""
     import xarray as xr
 
-    out = folder / "twin.h5"
-    runs = run_pair([twin_command(job, structure, sampling, method, out)] * 2,
-                    lambda: tempfile.TemporaryDirectory(dir=folder))
-    return runs, xr.load_dataset(out, engine="h5netcdf")
+    out, command = folder / "twin.h5", twin_command(job, structure, sampling, method, folder / "twin.h5")
+    with contextlib.ExitStack() as stack:
+        caches = []
+
+        def fresh_cache() -> dict:
+            caches.append(stack.enter_context(tempfile.TemporaryDirectory(dir=folder)))
+            return {**os.environ, "XDG_CACHE_HOME": caches[-1]}
+
+        cold = quiet_run(command, fresh_cache)
+        warm = quiet_run(command, lambda: {**os.environ, "XDG_CACHE_HOME": caches[-1]})
+    return [cold, warm], xr.load_dataset(out, engine="h5netcdf")
 
 
 def twin_methods() -> list[tuple[str, list[str]]]:
     """twin's variants to time: its default, and `--method multislice` too once the CLI has --method."""
     done = subprocess.run([str(TWIN), "simulate", "stem", "--help"], capture_output=True, text=True)
     if "--method" in done.stdout:
-        return [("twin (default method)", []), ("twin --method multislice", ["--method", "multislice"])]
+        return [("twin default", []), ("twin --method multislice", ["--method", "multislice"])]
     return [("twin", [])]
 
 
@@ -309,10 +312,20 @@ def report(sides: dict[str, list[Run]], plan: Plan, roofline: float, error: tupl
             rows.append((name, [r.wall for r in runs], [a.wall / r.wall for a, r in zip(abtem, runs)],
                          [flops / r.wall / 1e9 for r in runs]))
     print(f"    FFT roofline (batched complex64 ifft2 + fft2 in JAX on this grid, this machine): {roofline:.2f} "
-          f"GFLOP/s; GFLOP/s above = multislice FFT work / whole-process wall time (a rough figure)")
-    print(f"    agreement of the HAADF images: max |dI| = {error[0]:.3g} (HAADF max {haadf_max:.3g}), "
+          f"GFLOP/s; GFLOP/s above = multislice FFT work / whole-process wall time (a rough figure; for PRISM "
+          f"runs an equivalent rate, as PRISM does not do that work)")
+    print(f"    HAADF images, {list(sides)[1]} against abTEM: max |dI| = {error[0]:.3g} (HAADF max {haadf_max:.3g}), "
           f"relative L2 = {error[1]:.3g}", flush=True)
     return rows
+
+
+def measure_roofline(plan: Plan) -> float:
+    """GFLOP/s of a batched JAX FFT pair on the job's grid (batch 64 or the scan, if smaller), the best of
+    three measurements taken once other processes leave the machine quiet (or after waiting 20 s)."""
+    others = wait_for_quiet()
+    roofline = max(fft_pair_gflops(plan.shape, batch=min(64, len(plan.xs) * len(plan.ys))) for _ in range(3))
+    print(f"    (FFT roofline measured with other processes keeping {others:.2f} cores busy just before)")
+    return roofline
 
 
 def run_job(name: str, job: Job, methods, folder: Path) -> list[str]:
@@ -325,12 +338,15 @@ def run_job(name: str, job: Job, methods, folder: Path) -> list[str]:
     abtem_runs, abtem_image, abtem_positions = run_abtem(job, structure, (plan.shape[1], plan.shape[0]), folder)
     sides, errors = {"abTEM": abtem_runs}, []
     for label, method in methods:
-        sides[label], dataset = run_twin(job, structure, sampling, folder, method)
+        runs, dataset = run_twin(job, structure, sampling, folder, method)
+        if "method" in dataset.attrs and not method:
+            label = f"{label} ({dataset.attrs['method']})"
+        sides[label] = runs
         errors.append(agreement(dataset, abtem_image, abtem_positions, plan))
-    roofline = fft_pair_gflops(plan.shape, batch=min(64, len(plan.xs) * len(plan.ys)))
+    roofline = measure_roofline(plan)
     rows = report(sides, plan, roofline, errors[0], float(abtem_image.max()))
-    for (label, _), error in zip(methods[1:], errors[1:]):
-        print(f"    {label}: max |dI| = {error[0]:.3g}, relative L2 = {error[1]:.3g}")
+    for label, error in zip(list(sides)[2:], errors[1:]):
+        print(f"    HAADF images, {label} against abTEM: max |dI| = {error[0]:.3g}, relative L2 = {error[1]:.3g}")
     a = sides["abTEM"]
     return [f"| ({name}) | {label} | {a[0].wall:.1f} / {a[1].wall:.1f} | {w[0]:.1f} / {w[1]:.1f} | "
             f"{r[0]:.2f} / {r[1]:.2f} | {g[0]:.2f} / {g[1]:.2f} ({g[1] / roofline:.0%} of {roofline:.1f}) | "
