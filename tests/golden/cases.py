@@ -66,12 +66,14 @@ CASES = [
 ]
 
 
-def run_abtem(case: Case, precision: str = "float32") -> dict[str, np.ndarray]:
+def run_abtem(case: Case, precision: str = "float32", configurations=None) -> dict[str, np.ndarray]:
+    """abTEM's images of the case; `configurations`: a list of displaced Atoms to average over instead."""
     import abtem
 
     abtem.config.set({"precision": precision, "device": "cpu"})
     extent = case.atoms.cell.lengths()[:2]
-    potential = abtem.Potential(case.atoms, gpts=case.gpts, slice_thickness=case.slice_thickness,
+    atoms = case.atoms if configurations is None else abtem.AtomsEnsemble(configurations)
+    potential = abtem.Potential(atoms, gpts=case.gpts, slice_thickness=case.slice_thickness,
                                 parametrization=case.parametrization)
     probe = abtem.Probe(energy=case.energy, semiangle_cutoff=case.semiangle, **case.aberrations)
     x0, y0, x1, y1 = case.region or (0.0, 0.0, *extent)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from potentials.phonons import FrozenPhonons
-from tests.golden.cases import CASES, differences, run_twin
+from tests.golden.cases import CASES, differences, run_abtem, run_twin
 
 abtem = pytest.importorskip("abtem")
 
@@ -46,16 +46,7 @@ def test_phonon_average_agrees_with_abtem_for_the_same_configurations(case):
         configurations.append(atoms)
     assert np.abs(configurations[0].positions - case.atoms.positions).max() > 0.05
 
-    abtem.config.set({"precision": "float32"})
-    potential = abtem.Potential(abtem.AtomsEnsemble(configurations), gpts=case.gpts,
-                                slice_thickness=case.slice_thickness)
-    probe = abtem.Probe(energy=case.energy, semiangle_cutoff=case.semiangle, **case.aberrations)
-    x0, y0, x1, y1 = case.region or (0.0, 0.0, *extent)
-    scan = abtem.GridScan(start=(x0, y0), end=(x1, y1), sampling=case.step, endpoint=False)
-    detectors = [abtem.AnnularDetector(inner, outer) for inner, outer in case.detectors.values()]
-    measurements = probe.multislice(potential, scan=scan, detectors=detectors)
-    reference = {name: m.compute(progress_bar=False).array.T for name, m in zip(case.detectors, measurements)}
-
+    reference = run_abtem(case, configurations=configurations)
     ours = run_twin(case, abtem_filter=True, phonons=phonons)
     static = run_twin(case, abtem_filter=True)
     for name in case.detectors:
