@@ -1,5 +1,6 @@
 """Segmented (DPC), centre-of-mass and 4D-STEM outputs against abTEM run live, on the golden cases."""
 
+import abtem
 import numpy as np
 import pytest
 
@@ -8,7 +9,6 @@ from tests.golden.cases import CASES
 from twin.stem import GridScan, ProbeSpec, simulate
 from twin.stem.detectors import CenterOfMassDetector, PixelatedDetector, SegmentedDetector
 
-abtem = pytest.importorskip("abtem")
 
 
 def common_window(a, b):

@@ -8,7 +8,6 @@ import pytest
 from potentials.phonons import FrozenPhonons
 from tests.golden.cases import CASES, differences, run_abtem, run_twin
 
-abtem = pytest.importorskip("abtem")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,7 +20,6 @@ from twin.stem import prism
 from twin.stem.probe import ProbeSpec
 from twin.stem.scan import GridScan
 
-pytest.importorskip("abtem")  # a declared test dependency: installed by `make test`
 
 SRTIO3 = Case("SrTiO3-200kV-16A", srtio3(2, 4), (128, 128), 3.905 / 2, 200e3, 20.0,
               {"C10": -30.0, "C23": 500.0, "phi23": 0.5, "C30": -2e4}, {"ABF": (10, 20), "HAADF": (70, 130)}, 0.4,

@@ -9,7 +9,6 @@ import pytest
 from potentials.projected import PotentialSpec, projected_potential_slices
 from tests.golden.cases import CASES, differences, run_abtem, run_twin
 
-pytest.importorskip("abtem")  # a declared test dependency: installed by `make test`
 
 
 @functools.cache
