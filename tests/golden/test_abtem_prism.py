@@ -58,7 +58,7 @@ def run_twin_prism(name: str, interpolation: int) -> dict[str, np.ndarray]:
     potential = PotentialSpec(sampling=sampling, slice_thickness=case.slice_thickness,
                               parametrization=case.parametrization, abtem_filter=True)
     transmissions, propagator, shape, extent = prepare(case.atoms, probe, potential, jnp.float32)
-    positions, image = scan_positions(GridScan(step=case.step, region=case.region), extent)
+    positions, image = scan_positions(GridScan(step=case.step, region=case.region), case.atoms, probe, potential)
     detectors = detectors_of(case.detectors)
     out = prism.prism_scan(probe, transmissions, propagator, shape, extent, positions, detectors,
                            interpolation=interpolation)
