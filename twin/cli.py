@@ -273,7 +273,6 @@ def _run_stem(*, structure, energy, semiangle, sampling, slice_thickness, scan_s
               scan_region, detectors, parametrization, projection, precision, segmented, com, diffraction,
               phonons, seed, phonon_sigma, temperature, method, interpolation) -> Path:
     """Validate everything cheap first, then simulate, streaming to the output file; returns its path."""
-    from potentials.phonons import FrozenPhonons
     from potentials.projected import PotentialSpec, grid_shape
     from twin.io import enable_compilation_cache, read_structure
     from twin.stem.detectors import CenterOfMassDetector, PixelatedDetector
@@ -289,6 +288,8 @@ def _run_stem(*, structure, energy, semiangle, sampling, slice_thickness, scan_s
     scan = GridScan(step=scan_step, region=parse_region(scan_region))
     if phonons < 0:
         raise ValueError(f"--phonons {phonons} is not allowed; give 0 (no phonons) or more configurations")
+    if phonons:
+        from potentials.phonons import FrozenPhonons
     frozen = FrozenPhonons(n_configurations=phonons, seed=seed, sigmas=parse_phonon_sigmas(phonon_sigma) or None,
                            temperature=temperature) if phonons else None
     atoms = read_structure(structure)

@@ -8,7 +8,6 @@ import uuid
 from pathlib import Path
 
 import ase.io
-import xarray as xr
 from ase import Atoms
 
 from twin.structures import check_atoms
@@ -32,7 +31,7 @@ def atomic_path(path: str | os.PathLike):
         raise
 
 
-def write_dataset_atomic(ds: xr.Dataset, path: str | os.PathLike) -> Path:
+def write_dataset_atomic(ds, path: str | os.PathLike) -> Path:
     """Write `ds` as netCDF4 (engine h5netcdf) to `path`, atomically (see `atomic_path`). Returns `path`.
 
     Example: write_dataset_atomic(simulate(atoms, ...), "haadf.nc")

@@ -15,7 +15,6 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-import xarray as xr
 
 from potentials.projected import PotentialSpec, grid_shape, phase_factors, projected_potential_slices, \
     slice_edges, slice_plan
@@ -284,7 +283,7 @@ def _prism(job: Job, transmissions, propagator, add, n_configurations: int):
 
 def simulate(atoms, *, probe: ProbeSpec, potential: PotentialSpec, scan: GridScan, detectors: Sequence,
              precision: str = "float32", phonons=None, method: str = "auto", interpolation: int = 1,
-             progress: bool = False, memory_limit: int | None = None) -> xr.Dataset:
+             progress: bool = False, memory_limit: int | None = None):
     """Simulate scanned-probe STEM signals of `atoms` by multislice.
 
     atoms: ase.Atoms with an orthorhombic cell periodic in x and y; the beam runs along +z through the whole
@@ -314,6 +313,8 @@ def simulate(atoms, *, probe: ProbeSpec, potential: PotentialSpec, scan: GridSca
     _scan(job, atoms, phonons, batch, progress, add)
     data = {name: (dims, a.reshape(shape), var_attrs)
             for (name, (dims, shape, var_attrs)), a in zip(variables.items(), arrays)}
+    import xarray as xr
+
     return xr.Dataset(data, coords=coords, attrs=attrs)
 
 
@@ -327,6 +328,7 @@ def simulate_to_file(atoms, path, *, probe: ProbeSpec, potential: PotentialSpec,
     import shutil
 
     import h5netcdf
+    import h5py
 
     from twin.io import atomic_path
 
@@ -342,8 +344,14 @@ def simulate_to_file(atoms, path, *, probe: ProbeSpec, potential: PotentialSpec,
     coords, attrs, variables = _layout(job, phonons)
     nx = len(job.scan_axes[0])
     with atomic_path(path) as tmp:
-        xr.Dataset(coords=coords, attrs=attrs).to_netcdf(tmp, engine="h5netcdf")
-        with h5netcdf.File(tmp, "a") as f:
+        with h5netcdf.File(tmp, "w") as f:  # written directly: importing xarray would cost a second
+            f.attrs.update(attrs)
+            for dim, (_, values, dim_attrs) in coords.items():
+                f.dimensions[dim] = len(values)
+                text = np.asarray(values).dtype.kind == "U"
+                v = f.create_variable(dim, (dim,), dtype=h5py.string_dtype() if text else np.asarray(values).dtype)
+                v[:] = np.asarray(values, dtype=object) if text else values
+                v.attrs.update(dim_attrs)
             handles = []
             for name, (dims, shape, var_attrs) in variables.items():
                 chunks = (1, shape[1], *shape[2:]) if len(shape) > 2 else None
