@@ -11,7 +11,8 @@ from twin.stem import prism
 from twin.stem.detectors import AnnularDetector
 from twin.stem.probe import ProbeSpec
 from twin.stem.scan import GridScan
-from twin.stem.simulate import make_job, simulate
+from twin.stem.job import make_job
+from twin.stem.simulate import simulate
 from twin.structures import graphene
 
 JOBS = {

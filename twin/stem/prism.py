@@ -26,11 +26,10 @@ import numpy as np
 
 from twin.stem import optics
 from twin.stem.detectors import KGrid
+from twin.stem.job import WAVE_COPIES, available_memory
 from twin.stem.multislice import multislice
 from twin.stem.probe import ProbeSpec, probe_fourier
 
-# Working copies of one wave held at once by a batched FFT-based multislice step (input, output, scratch).
-WAVE_COPIES = 4
 MAX_BEAM_BATCH = 32
 MAX_POSITION_BATCH = 256
 
@@ -345,8 +344,6 @@ def prism_scan(probe: ProbeSpec, transmissions, propagator, shape: tuple[int, in
     grid = KGrid(tuple(window), tuple(window_extent), probe.wavelength)
     masks = jnp.asarray(np.concatenate([d.masks(grid) for d in detectors]), dtype=dtype)
     if memory_limit is None:
-        from twin.stem.simulate import available_memory
-
         memory_limit = available_memory()
     beam_batch, position_batch = _batches(shape, transmissions.shape[0], len(indices), len(positions),
                                           interpolation, masks.shape[0], dtype, memory_limit)
