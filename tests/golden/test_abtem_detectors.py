@@ -10,7 +10,6 @@ from twin.stem import GridScan, ProbeSpec, simulate
 from twin.stem.detectors import CenterOfMassDetector, PixelatedDetector, SegmentedDetector
 
 
-
 def common_window(a, b):
     """The angles two centred patterns (..., ny, nx) share: both cropped to them, zero angle on zero angle."""
     out_a, out_b = a, b

@@ -9,7 +9,6 @@ from potentials.phonons import FrozenPhonons
 from tests.golden.cases import CASES, differences, run_abtem, run_twin
 
 
-
 @dataclasses.dataclass(frozen=True)
 class OnPixelPhonons:
     """FrozenPhonons displacements rounded to whole pixels in x and y (where abTEM's interpolation of

@@ -10,7 +10,6 @@ from potentials.projected import PotentialSpec, projected_potential_slices
 from tests.golden.cases import CASES, differences, run_abtem, run_twin
 
 
-
 @functools.cache
 def reference(name):
     return run_abtem(next(c for c in CASES if c.name == name))

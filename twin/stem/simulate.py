@@ -21,6 +21,7 @@ from twin.stem.multislice import multislice, shifted_probes
 from twin.stem.probe import ProbeSpec
 from twin.stem.scan import GridScan
 
+
 def _detect(psi_k, detectors, grid):
     intensity = jnp.abs(psi_k) ** 2
     return tuple(d.detect(intensity, grid) for d in detectors)
