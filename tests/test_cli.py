@@ -70,11 +70,14 @@ def test_small_run_writes_a_dataset(dirs):
     assert np.all(ds.BF > 0.5) and np.all((ds.HAADF > 0) & (ds.HAADF < 0.05))
 
 
-def test_dpc_com_4d_and_phonons_from_the_command_line(dirs):
+def test_dpc_com_4d_phonons_and_windows_from_the_command_line(dirs):
     inputs, outputs = dirs
     result = runner.invoke(app, stem_args(inputs, outputs, segmented="dpc=5:25:4:1:0.1", diffraction="40",
                                           phonons="2", seed="3", phonon_sigma="C=0.05,0.05,0.02") + ["--com"])
     assert result.exit_code == 0, result.output
+    windowed = runner.invoke(app, stem_args(inputs, outputs, window="1.5", out=str(outputs / "windowed.nc")))
+    assert windowed.exit_code == 0, windowed.output
+    assert xr.load_dataset(outputs / "windowed.nc", engine="h5netcdf").attrs["window_x_ang"] < 2.0
     ds = xr.load_dataset(outputs / "images.nc", engine="h5netcdf")
     assert list(ds.data_vars) == ["dpc", "com", "diffraction"]
     assert ds["dpc"].dims == ("y", "x", "dpc_ring", "dpc_segment") and ds["dpc"].attrs["rotation"] == 0.1
@@ -130,6 +133,7 @@ BAD = {
     "interpolation not dividing the grid": ({"method": "prism", "interpolation": "7"}, ["interpolation=7",
                                                                                       "does not divide"]),
     "unknown method": ({"method": "bloch"}, ["--method", "bloch"]),
+    "negative window": ({"window": "-5"}, ["window=-5"]),
     "4D output larger than the disk": ({"diffraction": "cutoff", "scan_step": "0.01"}, ["GiB free"]),
 }
 

@@ -210,6 +210,10 @@ def stem(
              "and cheaper) [no unit].")] = Method.auto,
     interpolation: Annotated[int, typer.Option(
         help="PRISM interpolation factor, dividing the grid; 1 is exact [no unit].", metavar="F")] = 1,
+    window: Annotated[float | None, typer.Option(
+        help="Propagate each probe in a window of about this side, not the whole cell: faster for large fields "
+             "of view, with an error of about the probe's intensity outside half the window [Angstrom].",
+        metavar="ANG", show_default=False)] = None,
 ):
     """Simulate annular-detector STEM images of STRUCTURE by multislice and write them to --out.
 
@@ -223,7 +227,7 @@ def stem(
                          parametrization=parametrization.value, projection=projection.value,
                          precision=precision.value, segmented=segmented or [], com=com, diffraction=diffraction,
                          phonons=phonons, seed=seed, phonon_sigma=phonon_sigma or [], temperature=temperature,
-                         method=method.value, interpolation=interpolation)
+                         method=method.value, interpolation=interpolation, window=window)
     except (ValueError, MemoryError, OSError) as e:
         _fail(str(e) or type(e).__name__)
     from rich.console import Console
@@ -271,7 +275,7 @@ def parse_phonon_sigmas(items: list[str]) -> dict:
 
 def _run_stem(*, structure, energy, semiangle, sampling, slice_thickness, scan_step, out, defocus, aberrations,
               scan_region, detectors, parametrization, projection, precision, segmented, com, diffraction,
-              phonons, seed, phonon_sigma, temperature, method, interpolation) -> Path:
+              phonons, seed, phonon_sigma, temperature, method, interpolation, window) -> Path:
     """Validate everything cheap first, then simulate, streaming to the output file; returns its path."""
     from potentials.projected import PotentialSpec, grid_shape
     from twin.io import enable_compilation_cache, read_structure
@@ -311,4 +315,4 @@ def _run_stem(*, structure, energy, semiangle, sampling, slice_thickness, scan_s
     enable_compilation_cache()
     return simulate_to_file(atoms, out, probe=probe, potential=potential, scan=scan, detectors=chosen,
                             precision=precision, phonons=frozen, method=method, interpolation=interpolation,
-                            progress=True)
+                            window=window, progress=True)

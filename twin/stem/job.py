@@ -39,19 +39,25 @@ def available_memory() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def memory_estimate(shape: tuple[int, int], n_slices: int, batch: int, precision: str, output: int = 0) -> int:
-    """Peak bytes of a multislice scan: potential and transmission slices, the wave batch, and `output`
-    values per scan kept in memory."""
+def memory_estimate(shape: tuple[int, int], n_slices: int, batch: int, precision: str, output: int = 0,
+                    window: tuple[int, int] | None = None) -> int:
+    """Peak bytes of a multislice scan: potential and transmission slices, the wave batch (with probe
+    windows of `window` pixels: windows, plus each probe's copy of its window of every slice), and `output`
+    values kept in memory."""
     real = np.dtype(PRECISIONS[precision][0]).itemsize
     pixels = shape[0] * shape[1]
-    return pixels * (n_slices * 3 * real + (batch * WAVE_COPIES + 8) * 2 * real) + output * real
+    if window is None:
+        return pixels * (n_slices * 3 * real + (batch * WAVE_COPIES + 8) * 2 * real) + output * real
+    return (pixels * n_slices * 3 * real + window[0] * window[1] * (batch * (WAVE_COPIES + n_slices) + 8) * 2 * real
+            + output * real)
 
 
-def choose_batch(shape, n_slices: int, n_positions: int, precision: str, budget: int, output: int = 0) -> int:
+def choose_batch(shape, n_slices: int, n_positions: int, precision: str, budget: int, output: int = 0,
+                 window: tuple[int, int] | None = None) -> int:
     """Batch size of probes: the largest power of two up to 64 whose estimate fits in `budget` bytes,
     then evened out so that the batches of n_positions differ by at most one probe."""
     batch = min(64, n_positions)
-    while batch > 1 and memory_estimate(shape, n_slices, batch, precision, output) > budget:
+    while batch > 1 and memory_estimate(shape, n_slices, batch, precision, output, window) > budget:
         batch //= 2
     return math.ceil(n_positions / math.ceil(n_positions / batch))
 
@@ -102,6 +108,23 @@ class Job:
     precision: str
     method: str = "multislice"  # "multislice" or "prism" (resolved from "auto")
     interpolation: int = 1
+    window: tuple[int, int] | None = None  # (wy, wx) pixels each probe propagates in; None: the whole cell
+
+    def window_job(self) -> Job:
+        """The job on one probe window's grid: the same pixel size and slices, extent window x pixel size."""
+        extent = (self.window[1] * self.extent[0] / self.shape[1], self.window[0] * self.extent[1] / self.shape[0])
+        return dataclasses.replace(self, shape=self.window, cell=(*extent, self.cell[2]), window=None,
+                                   grid=KGrid(self.window, extent, self.probe.wavelength))
+
+    def window_indices(self, positions):
+        """For probes at (b, 2) (x, y) [Angstrom]: rows (b, wy) and columns (b, wx) of their windows in the
+        cell, and their positions in the windows [Angstrom] (within a pixel of the centre)."""
+        pixel = np.array([self.extent[0] / self.shape[1], self.extent[1] / self.shape[0]])
+        size = np.array([self.window[1], self.window[0]])
+        corner = np.floor(positions / pixel).astype(int) - size // 2
+        cols = (corner[:, :1] + np.arange(size[0])) % self.shape[1]
+        rows = (corner[:, 1:] + np.arange(size[1])) % self.shape[0]
+        return rows, cols, positions - corner * pixel
 
     @property
     def extent(self):
@@ -154,7 +177,8 @@ class Job:
 
 
 def make_job(atoms, *, probe: ProbeSpec, potential: PotentialSpec, scan: GridScan, detectors: Sequence,
-             precision: str = "float32", method: str = "auto", interpolation: int = 1) -> Job:
+             precision: str = "float32", method: str = "auto", interpolation: int = 1,
+             window: float | None = None) -> Job:
     """Check a job and fix its grid, slices, scan, detectors and method (no large allocation)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r} is not allowed; allowed: {', '.join(PRECISIONS)}")
@@ -170,7 +194,35 @@ def make_job(atoms, *, probe: ProbeSpec, potential: PotentialSpec, scan: GridSca
               grid=KGrid(shape, extent, probe.wavelength), probe=probe, potential=potential,
               detectors=detectors, positions=np.stack([grid_x.ravel(), grid_y.ravel()], -1),
               scan_axes=(xs, ys), precision=precision)
+    job = dataclasses.replace(job, window=_window_pixels(window, shape, extent))
+    if job.window:
+        if method == "prism" or any(isinstance(d, PixelatedDetector) for d in detectors):
+            raise ValueError(f"window={window} Angstrom works with method='multislice' and annular, segmented and "
+                             "centre-of-mass detectors; give window=None for PRISM or 4D-STEM output")
+        method = "multislice"
     return dataclasses.replace(job, method=_choose_method(job, method, interpolation), interpolation=interpolation)
+
+
+def fft_friendly(n: int) -> int:
+    """The smallest integer >= n whose prime factors are 2, 3, 5 and 7 (fast FFT sizes)."""
+    while True:
+        m = n
+        for p in (2, 3, 5, 7):
+            while m % p == 0:
+                m //= p
+        if m == 1:
+            return n
+        n += 1
+
+
+def _window_pixels(window, shape, extent) -> tuple[int, int] | None:
+    """(wy, wx) [pixels], FFT-friendly, for a window side `window` [Angstrom]; None if it spans the cell."""
+    if window is None:
+        return None
+    if not (isinstance(window, (int, float)) and math.isfinite(window) and window > 0):
+        raise ValueError(f"window={window!r} is not allowed; it must be a positive length [Angstrom] or None")
+    pixels = tuple(fft_friendly(math.ceil(window / (extent[i] / shape[1 - i]) - 1e-9)) for i in (1, 0))
+    return None if pixels[0] >= shape[0] or pixels[1] >= shape[1] else pixels
 
 
 def _choose_method(job: Job, method: str, interpolation: int) -> str:
@@ -215,8 +267,8 @@ def output_size(job: Job) -> int:
 def plan_memory(job: Job, memory_limit: int | None, output: int) -> int:
     """The batch size, or a MemoryError naming the estimate; `output` values are kept in memory."""
     budget = available_memory() if memory_limit is None else memory_limit
-    batch = choose_batch(job.shape, job.n_slices, len(job.positions), job.precision, budget, output)
-    estimate = memory_estimate(job.shape, job.n_slices, batch, job.precision, output)
+    batch = choose_batch(job.shape, job.n_slices, len(job.positions), job.precision, budget, output, job.window)
+    estimate = memory_estimate(job.shape, job.n_slices, batch, job.precision, output, job.window)
     if estimate > budget:
         raise MemoryError(f"the job needs an estimated {estimate / 2**30:.2f} GiB ({job.n_slices} slices of "
                           f"{job.shape[0]}x{job.shape[1]} pixels, {output} output values in memory) but "

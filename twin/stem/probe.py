@@ -73,3 +73,25 @@ def probe_fourier(spec: ProbeSpec, k, phi, angular_sampling, dtype=jnp.complex64
     chi = optics.aberration_phase(alpha, phi, coefficients, spec.wavelength)
     array = (aperture * jnp.exp(-1j * chi)).astype(dtype)
     return array / jnp.sqrt(jnp.sum(jnp.abs(array) ** 2))
+
+
+def probe_tail_fraction(spec: ProbeSpec, radius: float, extent: float | None = None) -> float:
+    """Fraction of the probe's intensity (in vacuum, at its entrance plane) farther than `radius` [Angstrom]
+    from its centre: the error scale of propagating the probe in a window of side 2 * radius.
+
+    The aperture's encircled energy converges slowly (about lambda / (pi^2 alpha r) beyond r for a hard edge),
+    so windows that keep this below 1e-3 are of order 10 nm for common probes.
+    """
+    import numpy as np
+
+    from potentials.projected import spatial_frequencies
+
+    extent = max(8 * radius, 40.0) if extent is None else extent
+    n = 2 * math.ceil(extent * 3 * spec.semiangle * 1e-3 / spec.wavelength)  # 3x the aperture's Nyquist need
+    ky, kx = spatial_frequencies((n, n), (extent, extent))
+    k, phi = optics.polar_frequencies(ky, kx)
+    psi_k = probe_fourier(spec, k, phi, (spec.wavelength / extent,) * 2)
+    intensity = np.abs(np.fft.ifft2(np.asarray(psi_k))) ** 2
+    x = np.fft.fftfreq(n, 1 / extent)
+    r = np.hypot(x[:, None], x[None, :])
+    return float(intensity[r > radius].sum() / intensity.sum())
