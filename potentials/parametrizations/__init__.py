@@ -69,9 +69,16 @@ def terms(name: str, number: int) -> Terms:
     return Terms(c2=b, w1=a, w2=np.zeros_like(a), wg=c, d=d)
 
 
+def _arrays(t: Terms, dtype):
+    """The terms as fresh arrays of `dtype` (fresh copies: JAX may cache a constant by identity across a
+    change of jax_enable_x64, and the tables are shared)."""
+    return Terms(*(np.array(getattr(t, f), dtype=dtype) for f in ("c2", "w1", "w2", "wg", "d")))
+
+
 def scattering_factor(t: Terms, g2):
     """f_e(g) [Angstrom] at squared scattering vector `g2` [1/Angstrom^2], any shape."""
     g2 = jnp.asarray(g2)[..., None]
+    t = _arrays(t, g2.dtype)
     c2 = t.c2 + g2
     return (jnp.sum(t.w1 / c2 + t.w2 / c2**2, -1)
             + jnp.sum(t.wg * jnp.exp(-t.d * g2), -1))
@@ -89,6 +96,7 @@ def slab_scattering_factor(t: Terms, g2, dz0, dz1):
     g2: (...,) [1/Angstrom^2]; dz0, dz1: broadcastable with g2 [Angstrom].
     """
     g2, dz0, dz1 = (jnp.asarray(x)[..., None] for x in (g2, dz0, dz1))
+    t = _arrays(t, g2.dtype)
     c2 = t.c2 + g2
     c = jnp.sqrt(c2)
 

@@ -141,32 +141,24 @@ class Job:
         return spatial_frequencies(self.shape, self.extent)
 
     def transmissions(self, positions, numbers, plan=None):
-        """(n_slices, ny, nx) band-limited transmission functions; one compiled program (compiling the
-        many small operations one by one costs more than running them)."""
-        real = PRECISIONS[self.precision][0]
+        """(n_slices, ny, nx) band-limited transmission functions of atoms at `positions` (n_atoms, 3)
+        [Angstrom]; `plan` (from slice_plan) fixes which atoms feed which slice, computed here when None."""
         if plan is None:
             plan = slice_plan(np.asarray(positions), numbers, self.cell, self.potential)
-
-        @jax.jit
-        def build(positions):
-            slices = projected_potential_slices(positions, numbers, self.cell, self.potential, dtype=real,
-                                                plan=plan)
-            antialias = jnp.asarray(self.antialias, dtype=real)
-            return transmission_functions(slices, optics.interaction_constant(self.probe.energy), antialias)
-
-        return build(jnp.asarray(positions, dtype=real))
+        plan_key = tuple(tuple((number, tuple(indices.tolist())) for number, indices in entry) for entry in plan)
+        build = _transmission_builder(self.cell, self.shape, self.potential, self.precision, self.probe.energy,
+                                      plan_key)
+        return build(jnp.asarray(positions, dtype=PRECISIONS[self.precision][0]))
 
     def propagator(self, slice_thickness):
         ky, kx = self._frequencies
         k2 = jnp.asarray(ky[:, None] ** 2 + kx[None, :] ** 2, dtype=PRECISIONS[self.precision][0])
-        return jax.jit(fresnel_propagator, static_argnums=2)(k2, slice_thickness, self.probe.wavelength,
-                                                             jnp.asarray(self.antialias, dtype=k2.dtype))
+        return _fresnel_propagator(k2, slice_thickness, self.probe.wavelength,
+                                   jnp.asarray(self.antialias, dtype=k2.dtype))
 
     def probe_k(self, coefficients=None):
-        k, phi = optics.polar_frequencies(*self._frequencies)
-        angular = (self.probe.wavelength / self.extent[1], self.probe.wavelength / self.extent[0])
         coefficients = self.probe.coefficients if coefficients is None else coefficients
-        build = jax.jit(lambda c: probe_fourier(self.probe, k, phi, angular, PRECISIONS[self.precision][1], c))
+        build = _probe_builder(self.probe.energy, self.probe.semiangle, self.shape, self.extent, self.precision)
         return build(coefficients)
 
     def phase_factors(self, positions):
@@ -174,6 +166,36 @@ class Job:
         ex = phase_factors(jnp.asarray(positions[:, 0] / self.extent[0], dtype=real), self.shape[1], real)
         ey = phase_factors(jnp.asarray(positions[:, 1] / self.extent[1], dtype=real), self.shape[0], real)
         return ey, ex
+
+
+# Compiled builders, one per job shape, kept across calls: tracing and lowering the many small operations
+# of a potential or a probe costs more than running them, so each is one compiled program built once.
+_fresnel_propagator = jax.jit(fresnel_propagator, static_argnums=2)
+
+
+@functools.lru_cache(maxsize=16)
+def _transmission_builder(cell, shape, potential, precision, energy, plan_key):
+    real = PRECISIONS[precision][0]
+    plan = tuple(tuple((number, np.asarray(indices)) for number, indices in entry) for entry in plan_key)
+    extent = (cell[0], cell[1])
+    k, _ = optics.polar_frequencies(*spatial_frequencies(shape, extent))
+    antialias = optics.antialias_aperture(k, (extent[1] / shape[0], extent[0] / shape[1]))
+    sigma = optics.interaction_constant(energy)
+
+    @jax.jit
+    def build(positions):
+        slices = projected_potential_slices(positions, None, cell, potential, dtype=real, plan=plan)
+        return transmission_functions(slices, sigma, jnp.asarray(antialias, dtype=real))
+
+    return build
+
+
+@functools.lru_cache(maxsize=16)
+def _probe_builder(energy, semiangle, shape, extent, precision):
+    spec = ProbeSpec(energy=energy, semiangle=semiangle)
+    k, phi = optics.polar_frequencies(*spatial_frequencies(shape, extent))
+    angular = (spec.wavelength / extent[1], spec.wavelength / extent[0])
+    return jax.jit(lambda coefficients: probe_fourier(spec, k, phi, angular, PRECISIONS[precision][1], coefficients))
 
 
 def make_job(atoms, *, probe: ProbeSpec, potential: PotentialSpec, scan: GridScan, detectors: Sequence,
