@@ -292,10 +292,12 @@ def _run_stem(*, structure, energy, semiangle, sampling, slice_thickness, scan_s
     scan = GridScan(step=scan_step, region=parse_region(scan_region))
     if phonons < 0:
         raise ValueError(f"--phonons {phonons} is not allowed; give 0 (no phonons) or more configurations")
-    if phonons:
+    frozen = None
+    if phonons:  # imported only when asked: the module costs start-up time
         from potentials.phonons import FrozenPhonons
-    frozen = FrozenPhonons(n_configurations=phonons, seed=seed, sigmas=parse_phonon_sigmas(phonon_sigma) or None,
-                           temperature=temperature) if phonons else None
+
+        frozen = FrozenPhonons(n_configurations=phonons, seed=seed, sigmas=parse_phonon_sigmas(phonon_sigma) or None,
+                               temperature=temperature)
     atoms = read_structure(structure)
     if frozen is not None:
         frozen.sigma_table(atoms.numbers)  # an element without a default sigma fails here, before any work

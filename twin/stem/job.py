@@ -130,11 +130,9 @@ class Job:
     def extent(self):
         return self.cell[0], self.cell[1]
 
-    @functools.cached_property
+    @property
     def antialias(self):
-        k, _ = optics.polar_frequencies(*self._frequencies)
-        sampling = (self.extent[1] / self.shape[0], self.extent[0] / self.shape[1])
-        return optics.antialias_aperture(k, sampling)
+        return _antialias(self.shape, self.extent)
 
     @functools.cached_property
     def _frequencies(self):
@@ -174,12 +172,17 @@ _fresnel_propagator = jax.jit(fresnel_propagator, static_argnums=2)
 
 
 @functools.lru_cache(maxsize=16)
+def _antialias(shape, extent) -> np.ndarray:
+    """The antialiasing aperture (ny, nx) of a grid of `shape` over `extent` (x, y) [Angstrom]."""
+    k, _ = optics.polar_frequencies(*spatial_frequencies(shape, extent))
+    return optics.antialias_aperture(k, (extent[1] / shape[0], extent[0] / shape[1]))
+
+
+@functools.lru_cache(maxsize=16)
 def _transmission_builder(cell, shape, potential, precision, energy, plan_key):
     real = PRECISIONS[precision][0]
     plan = tuple(tuple((number, np.asarray(indices)) for number, indices in entry) for entry in plan_key)
-    extent = (cell[0], cell[1])
-    k, _ = optics.polar_frequencies(*spatial_frequencies(shape, extent))
-    antialias = optics.antialias_aperture(k, (extent[1] / shape[0], extent[0] / shape[1]))
+    antialias = _antialias(shape, (cell[0], cell[1]))
     sigma = optics.interaction_constant(energy)
 
     @jax.jit
@@ -269,7 +272,7 @@ def _choose_method(job: Job, method: str, interpolation: int) -> str:
     k_max = job.probe.semiangle * 1e-3 / job.probe.wavelength + 0.5 / min(job.extent)
     m_x, m_y = (np.arange(-math.ceil(k_max * e), math.ceil(k_max * e) + 1) / e for e in job.extent)
     n_beams = int(np.count_nonzero(np.hypot(m_y[:, None], m_x[None, :]) <= k_max))
-    n_masks = sum(int(np.prod([len(v) for v in d.dims(job.grid).values()] or [1])) for d in job.detectors)
+    n_masks = sum(values_per_position(d, job.grid) for d in job.detectors)
     pixels = job.shape[0] * job.shape[1]
     fft_pair = 10 * pixels * math.log2(pixels)
     multislice_cost = len(job.positions) * job.n_slices * fft_pair
@@ -280,10 +283,14 @@ def _choose_method(job: Job, method: str, interpolation: int) -> str:
     return "prism" if prism_cost < multislice_cost and fits else "multislice"
 
 
+def values_per_position(detector, grid: KGrid) -> int:
+    """How many values `detector` records at one probe position (its masks, for integrating detectors)."""
+    return int(np.prod([len(v) for v in detector.dims(grid).values()] or [1]))
+
+
 def output_size(job: Job) -> int:
     """Values one scan records: positions times the values per position of every detector."""
-    per_position = sum(int(np.prod([len(v) for v in d.dims(job.grid).values()] or [1])) for d in job.detectors)
-    return per_position * len(job.positions)
+    return sum(values_per_position(d, job.grid) for d in job.detectors) * len(job.positions)
 
 
 def plan_memory(job: Job, memory_limit: int | None, output: int) -> int:

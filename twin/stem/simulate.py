@@ -16,7 +16,7 @@ import numpy as np
 from potentials.projected import PotentialSpec, slice_plan
 from twin.stem import optics
 from twin.stem.detectors import CenterOfMassDetector
-from twin.stem.job import PRECISIONS, Job, make_job, output_size, plan_memory
+from twin.stem.job import PRECISIONS, Job, make_job, output_size, plan_memory, values_per_position
 from twin.stem.multislice import multislice, shifted_probes
 from twin.stem.probe import ProbeSpec
 from twin.stem.scan import GridScan
@@ -83,7 +83,7 @@ def _prism(job: Job, transmissions, propagator, add, n_configurations: int):
                         interpolation=job.interpolation, dtype=PRECISIONS[job.precision][0])
     first = 0
     for i, d in enumerate(job.detectors):
-        count = len(d.masks(job.grid))
+        count = values_per_position(d, job.grid)
         add(i, 0, len(job.positions), np.asarray(d.from_masks(values[:, first:first + count])) / n_configurations)
         first += count
 
