@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from potentials.projected import spatial_frequencies
 from twin.stem import optics
 from twin.stem.detectors import KGrid
 from twin.stem.job import WAVE_COPIES, available_memory
@@ -48,9 +49,7 @@ def window_grid(shape: tuple[int, int], extent: tuple[float, float], interpolati
     check_interpolation(shape, interpolation)
     window = (shape[0] // interpolation, shape[1] // interpolation)
     window_extent = (extent[0] / interpolation, extent[1] / interpolation)
-    ky = np.fft.fftfreq(window[0], window_extent[1] / window[0])
-    kx = np.fft.fftfreq(window[1], window_extent[0] / window[1])
-    return window, window_extent, (ky, kx)
+    return window, window_extent, spatial_frequencies(window, window_extent)
 
 
 def _window_probe(probe: ProbeSpec, shape, extent, interpolation, dtype):
