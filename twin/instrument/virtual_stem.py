@@ -1,0 +1,318 @@
+"""VirtualSTEM: a simulated scanning transmission electron microscope behind the Instrument interface.
+
+It owns the sample (ase.Atoms, periodic cell), the optics, a probe position, a beam blank, an instrument
+clock and a dose map. Images come from signal fields (twin.instrument.fields) at the caller's fidelity,
+sampled where the probe really is (scan noise and drift from twin.acquisition move it) and counted by a
+detector model. Command n draws its randomness from fold_in(PRNGKey(seed), n): the same seed and the same
+command sequence give the same data, bit for bit. Sample dynamics (twin.dynamics) plug in as `dynamics`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+
+from twin import acquisition
+from twin.instrument import protocol
+from twin.instrument.fields import CHANNELS, DARK_FIELD, FIDELITIES, channel_angles, compute_field
+from twin.instrument.protocol import Aborted, Refused
+from twin.stem.probe import ProbeSpec
+
+VERSION = "twin-virtual-stem/1"
+
+# name: (unit, min, max, default). Aberrations are Krivanek coefficients.
+CONTROLS = {
+    "beam_energy_ev": ("eV", 20e3, 300e3, 60e3),
+    "convergence_semiangle_rad": ("rad", 5e-3, 50e-3, 30e-3),
+    "beam_current_pa": ("pA", 0.0, 1000.0, 30.0),
+    "defocus_ang": ("Angstrom", -1e4, 1e4, 0.0),
+    "cs_ang": ("Angstrom", -1e8, 1e8, 0.0),
+    "c12_ang": ("Angstrom", 0.0, 1e4, 0.0),
+    "phi12_rad": ("rad", -7.0, 7.0, 0.0),
+    "c21_ang": ("Angstrom", 0.0, 1e6, 0.0),
+    "phi21_rad": ("rad", -7.0, 7.0, 0.0),
+    "c23_ang": ("Angstrom", 0.0, 1e6, 0.0),
+    "phi23_rad": ("rad", -7.0, 7.0, 0.0),
+    "source_size_ang": ("Angstrom", 0.0, 5.0, 0.0),
+}
+_KRIVANEK = {"defocus_ang": ("C10", -1.0), "cs_ang": ("C30", 1.0), "c12_ang": ("C12", 1.0),
+             "phi12_rad": ("phi12", 1.0), "c21_ang": ("C21", 1.0), "phi21_rad": ("phi21", 1.0),
+             "c23_ang": ("C23", 1.0), "phi23_rad": ("phi23", 1.0)}
+
+
+class VirtualSTEM:
+    """A virtual STEM over `sample` (an ase.Atoms, or a name in twin.samples.SAMPLES built from `seed`).
+
+    fidelity: "fast" (incoherent imaging; dark-field channels), "prism" or "multislice".
+    controls: initial values of CONTROLS. scan_noise: acquisition.ScanNoiseSpec (None: ideal scan).
+    detector: acquisition detector spec (default: a counting detector). artifacts: acquisition.ArtifactSpec.
+    dynamics: an object with advance(key, atoms, x_ang, y_ang, dwell_s, t0_s, probe, current_pa) ->
+    (atoms, events) that changes the sample under the beam (None: a static sample).
+
+    Example: VirtualSTEM("graphene-si", seed=1).acquire_image(20.0, (15.0, 15.0), (128, 128), 4e-6)
+    """
+
+    def __init__(self, sample="graphene-si", *, seed: int = 0, fidelity: str = "fast",
+                 controls: dict[str, float] | None = None, scan_noise=None, detector=None, artifacts=None,
+                 dose_bin_ang: float = 0.25, dynamics=None):
+        from twin.samples import named_sample
+        from twin.structures import check_atoms
+
+        if fidelity not in FIDELITIES:
+            raise Refused(f"fidelity={fidelity!r} is not allowed; allowed: {', '.join(FIDELITIES)}")
+        if not (isinstance(seed, int) and 0 <= seed < 2**31):
+            raise Refused(f"seed={seed!r} is not allowed; give an integer from 0 to 2**31 - 1")
+        self.sample_name = sample if isinstance(sample, str) else "custom"
+        atoms = named_sample(sample, seed) if isinstance(sample, str) else sample.copy()
+        self.extent = check_atoms(atoms)[:2]
+        self._atoms, self._initial = atoms, atoms.copy()
+        self.seed, self.fidelity = seed, fidelity
+        self.scan_noise = scan_noise or acquisition.ScanNoiseSpec()
+        self.detector = detector or acquisition.CountingDetector()
+        self.artifacts, self.dynamics = artifacts, dynamics
+        self._controls = {name: spec[3] for name, spec in CONTROLS.items()}
+        for name, value in (controls or {}).items():
+            self._check_control(name, value)
+            self._controls[name] = float(value)
+        self._start_controls = dict(self._controls)
+        if not (protocol._finite(dose_bin_ang) and dose_bin_ang > 0):
+            raise Refused(f"dose_bin_ang={dose_bin_ang!r} is not allowed; it must be a positive length [Angstrom]")
+        self.dose_bin_ang = float(dose_bin_ang)
+        self._bins = tuple(max(1, int(np.ceil(side / dose_bin_ang))) for side in (self.extent[1], self.extent[0]))
+        self._electrons = np.zeros(self._bins)
+        self._probe, self._blanked, self._time, self._count = (self.extent[0] / 2, self.extent[1] / 2), False, 0.0, 0
+        self._events: list[dict[str, Any]] = []
+        self._fields: dict[tuple, Any] = {}
+        self._abort = threading.Event()
+
+    # --- the Instrument interface -------------------------------------------------------------------------
+
+    def describe(self) -> dict[str, Any]:
+        channels = DARK_FIELD if self.fidelity == "fast" else tuple(CHANNELS)
+        return {"kind": "stem", "name": "VirtualSTEM", "version": VERSION, "sample": self.sample_name,
+                "fidelity": self.fidelity, "channels": list(channels),
+                "controls": {n: {"unit": u, "min": lo, "max": hi} for n, (u, lo, hi, _) in CONTROLS.items()},
+                "bounds_ang": [0.0, 0.0, self.extent[0], self.extent[1]]}
+
+    def get_state(self) -> dict[str, Any]:
+        return {"probe_ang": list(self._probe), "blanked": self._blanked, "time_s": self._time,
+                "controls": dict(self._controls), "total_electrons": float(self._electrons.sum())}
+
+    def acquire_image(self, fov_ang, center_ang, shape_yx, dwell_s: float, rotation_rad: float = 0.0,
+                      channels: Sequence[str] = ("haadf",)):
+        x, y = protocol.scan_positions(fov_ang, center_ang, shape_yx, rotation_rad)
+        dwell_s, channels = protocol.check_dwell(dwell_s), self._check_channels(channels)
+        key = self._next_key()
+        ny, nx = x.shape
+        width, height = protocol.fov_sides(fov_ang)
+        pixel = width / nx
+        dx, dy = (np.asarray(v, float) for v in
+                  acquisition.probe_offsets(jax.random.fold_in(key, 0), (ny, nx), pixel, dwell_s, self.scan_noise,
+                                            t0_s=self._time, scan_rotation_rad=rotation_rad))
+        c, s = np.cos(rotation_rad), np.sin(rotation_rad)
+        x_true, y_true = x + c * dx - s * dy, y + s * dx + c * dy
+        times = np.asarray(acquisition.pixel_times((ny, nx), dwell_s, self.scan_noise.flyback_s))
+        data = self._record(key, x_true, y_true, dwell_s, channels)
+        frame_s = ny * (nx * dwell_s + self.scan_noise.flyback_s)
+        self._expose(key, x_true.ravel(), y_true.ravel(), dwell_s, times.ravel(), frame_s)
+        self._probe = (float(x_true[-1, -1]), float(y_true[-1, -1]))
+        u = (np.arange(nx) + 0.5) * pixel - width / 2
+        v = (np.arange(ny) + 0.5) * height / ny - height / 2
+        coords = {"x": ("x", u + float(center_ang[0]), {"units": "Angstrom", "frame": "scan"}),
+                  "y": ("y", v + float(center_ang[1]), {"units": "Angstrom", "frame": "scan"}),
+                  "probe_x": (("y", "x"), x, {"units": "Angstrom", "frame": "sample, nominal"}),
+                  "probe_y": (("y", "x"), y, {"units": "Angstrom", "frame": "sample, nominal"})}
+        return self._dataset(data, coords, dwell_s, pixel, rotation_rad=float(rotation_rad),
+                             frame_time_s=frame_s)
+
+    def park_probe(self, x_ang: float, y_ang: float) -> None:
+        self._probe = protocol.check_point("(x_ang, y_ang)", (x_ang, y_ang))
+        self._count += 1
+
+    def dwell(self, x_ang: float, y_ang: float, dwell_s: float, channels: Sequence[str] = ("haadf",)):
+        x, y = protocol.check_point("(x_ang, y_ang)", (x_ang, y_ang))
+        dwell_s, channels = protocol.check_dwell(dwell_s), self._check_channels(channels)
+        key = self._next_key()
+        xs, ys = np.array([[x]]), np.array([[y]])
+        data = self._record(key, xs, ys, dwell_s, channels)
+        self._expose(key, xs.ravel(), ys.ravel(), dwell_s, np.zeros(1), dwell_s)
+        self._probe = (x, y)
+        coords = {"x": ("x", [x], {"units": "Angstrom"}), "y": ("y", [y], {"units": "Angstrom"})}
+        return self._dataset(data, coords, dwell_s, 0.0)
+
+    def blank(self) -> None:
+        self._blanked = True
+        self._count += 1
+
+    def unblank(self) -> None:
+        self._blanked = False
+        self._abort.clear()
+        self._count += 1
+
+    def set_control(self, name: str, value: float) -> None:
+        self._check_control(name, value)
+        self._controls[name] = float(value)
+        self._count += 1
+
+    def get_control(self, name: str) -> float:
+        if name not in CONTROLS:
+            raise Refused(f"control {name!r} does not exist; allowed: {', '.join(CONTROLS)}")
+        return self._controls[name]
+
+    def dose(self):
+        import xarray as xr
+
+        area = (self.extent[0] / self._bins[1]) * (self.extent[1] / self._bins[0])
+        y = (np.arange(self._bins[0]) + 0.5) * self.extent[1] / self._bins[0]
+        x = (np.arange(self._bins[1]) + 0.5) * self.extent[0] / self._bins[1]
+        return xr.Dataset({"dose": (("y", "x"), self._electrons / area, {"units": "electrons/Angstrom^2"})},
+                          coords={"y": ("y", y, {"units": "Angstrom"}), "x": ("x", x, {"units": "Angstrom"})},
+                          attrs={"total_electrons": float(self._electrons.sum()), "budget_left_e": float("inf"),
+                                 "bin_x_ang": self.extent[0] / self._bins[1],
+                                 "bin_y_ang": self.extent[1] / self._bins[0]})
+
+    def abort(self) -> None:
+        self._abort.set()
+        self._blanked = True
+
+    def close(self) -> None:
+        self._fields.clear()
+
+    # --- ground truth and configuration --------------------------------------------------------------------
+
+    def truth(self) -> dict[str, Any]:
+        """The current sample (ase.Atoms copy) and the event log (time, dose, position, kind of each event)."""
+        return {"atoms": self._atoms.copy(), "events": [dict(e) for e in self._events]}
+
+    def config(self) -> dict[str, Any]:
+        """JSON-able arguments that rebuild this instrument in its initial state (see `from_config`)."""
+        sample = self.sample_name if self.sample_name != "custom" else {
+            "numbers": self._initial.numbers.tolist(), "positions": self._initial.positions.tolist(),
+            "cell": np.asarray(self._initial.cell).tolist()}
+        specs = {name: None if spec is None else {"type": type(spec).__name__, **dataclasses.asdict(spec)}
+                 for name, spec in (("scan_noise", self.scan_noise), ("detector", self.detector),
+                                    ("artifacts", self.artifacts))}
+        return {"sample": sample, "seed": self.seed, "fidelity": self.fidelity, "controls": dict(self._start_controls),
+                "dose_bin_ang": self.dose_bin_ang, **specs}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> VirtualSTEM:
+        from ase import Atoms
+
+        sample = config["sample"]
+        if isinstance(sample, dict):
+            sample = Atoms(numbers=sample["numbers"], positions=sample["positions"], cell=sample["cell"], pbc=True)
+        specs = {name: None if spec is None else _spec(spec) for name, spec in config.items()
+                 if name in ("scan_noise", "detector", "artifacts")}
+        return cls(sample, seed=config["seed"], fidelity=config["fidelity"], controls=config["controls"],
+                   dose_bin_ang=config["dose_bin_ang"], **specs)
+
+    # --- internals -----------------------------------------------------------------------------------------
+
+    def _next_key(self):
+        self._count += 1
+        self._abort.clear()
+        return jax.random.fold_in(jax.random.PRNGKey(self.seed), self._count)
+
+    def _check_control(self, name, value):
+        if name not in CONTROLS:
+            raise Refused(f"control {name!r} does not exist; allowed: {', '.join(CONTROLS)}")
+        unit, lo, hi, _ = CONTROLS[name]
+        if not (protocol._finite(value) and lo <= value <= hi):
+            raise Refused(f"{name}={value!r} is not allowed; allowed: {lo:g} to {hi:g} [{unit}]")
+
+    def _check_channels(self, channels) -> tuple[str, ...]:
+        allowed = self.describe()["channels"]
+        channels = (channels,) if isinstance(channels, str) else tuple(channels)
+        if not channels or any(c not in allowed for c in channels) or len(set(channels)) != len(channels):
+            raise Refused(f"channels={list(channels)!r} is not allowed at fidelity {self.fidelity!r}; "
+                          f"choose distinct names from {', '.join(allowed)}")
+        return channels
+
+    def probe_spec(self) -> ProbeSpec:
+        """The probe of the current optics."""
+        aberrations = {}
+        for name, (target, sign) in _KRIVANEK.items():
+            aberrations[target] = sign * self._controls[name]
+        return ProbeSpec(energy=self._controls["beam_energy_ev"],
+                         semiangle=self._controls["convergence_semiangle_rad"] * 1e3, aberrations=aberrations)
+
+    def _field(self, channel: str):
+        optics = tuple(sorted(self._controls.items()))
+        key = (channel, optics, len(self._events))
+        if key not in self._fields:
+            field = compute_field(self._atoms, self.probe_spec(), channel, self.fidelity)
+            size = self._controls["source_size_ang"]
+            if size > 0:
+                field = field.blurred(size)
+            self._fields = {k: v for k, v in self._fields.items() if k[1:] == key[1:]}
+            self._fields[key] = field
+        return self._fields[key]
+
+    def _record(self, key, x, y, dwell_s, channels) -> dict[str, np.ndarray]:
+        electrons = acquisition.electrons_per_pixel(self._controls["beam_current_pa"], dwell_s)
+        out = {}
+        for i, channel in enumerate(channels):
+            ideal = np.zeros(x.shape) if self._blanked else self._field(channel)(x, y)
+            k = jax.random.fold_in(key, i + 1)
+            flat = np.zeros(_bucket(ideal.size), np.float32)  # a few padded sizes: few compilations
+            flat[:ideal.size] = ideal.ravel()
+            counts = acquisition.detect(k, flat, 0.0 if self._blanked else electrons, self.detector)
+            if self.artifacts is not None:
+                counts = acquisition.add_artifacts(jax.random.fold_in(k, 1000), counts, self.artifacts)
+            out[channel] = np.asarray(counts)[:ideal.size].reshape(x.shape)
+        if self._abort.is_set():
+            raise Aborted("acquisition aborted; the beam is blanked")
+        return out
+
+    def _expose(self, key, x, y, dwell_s, times, duration_s: float):
+        """Deposit the dose of probe positions x, y [Angstrom] held for dwell_s each, advance the clock and
+        the sample's dynamics."""
+        t0 = self._time
+        self._time = t0 + duration_s
+        if self._blanked or self._controls["beam_current_pa"] == 0:
+            return
+        electrons = acquisition.electrons_per_pixel(self._controls["beam_current_pa"], dwell_s)
+        rows = (np.mod(y / self.extent[1], 1.0) * self._bins[0]).astype(int) % self._bins[0]
+        cols = (np.mod(x / self.extent[0], 1.0) * self._bins[1]).astype(int) % self._bins[1]
+        np.add.at(self._electrons, (rows, cols), electrons)
+        if self.dynamics is None:
+            return
+        atoms, events = self.dynamics.advance(jax.random.fold_in(key, 2000), self._atoms, x, y,
+                                              np.full(x.shape, dwell_s), t0 + times, self.probe_spec(),
+                                              self._controls["beam_current_pa"])
+        self._atoms = atoms
+        self._events.extend(events)
+
+    def _dataset(self, data, coords, dwell_s, pixel, **extra):
+        import xarray as xr
+
+        variables = {}
+        for name, counts in data.items():
+            inner, outer = channel_angles(name, self._controls["convergence_semiangle_rad"] * 1e3)
+            variables[name] = (("y", "x"), counts, {"units": "counts", "inner_mrad": inner, "outer_mrad": outer})
+        electrons = acquisition.electrons_per_pixel(self._controls["beam_current_pa"], dwell_s)
+        attrs = {"beam_energy_ev": self._controls["beam_energy_ev"],
+                 "convergence_semiangle_rad": self._controls["convergence_semiangle_rad"],
+                 "beam_current_pa": self._controls["beam_current_pa"], "dwell_s": dwell_s, "pixel_size_ang": pixel,
+                 "electrons_per_pixel": 0.0 if self._blanked else float(electrons),
+                 "dose_e_per_ang2": 0.0 if self._blanked or pixel == 0 else float(electrons) / pixel**2,
+                 "seed": self.seed, "command": self._count, "time_s": self._time,
+                 "signal_origin": f"virtual:{self.fidelity}", "sample": self.sample_name,
+                 "blanked": int(self._blanked), **extra}
+        return xr.Dataset(variables, coords=coords, attrs=attrs)
+
+
+def _bucket(n: int) -> int:
+    """The smallest power of two >= max(n, 256)."""
+    return 1 << max(8, (n - 1).bit_length())
+
+
+def _spec(spec: dict[str, Any]):
+    values = dict(spec)
+    cls = getattr(acquisition, values.pop("type"))
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})

@@ -1,0 +1,7 @@
+"""Named samples for the virtual instruments and the data generator."""
+
+from twin.samples.builders import SAMPLES as SAMPLES
+from twin.samples.builders import graphene_si as graphene_si
+from twin.samples.builders import mos2 as mos2
+from twin.samples.builders import named_sample as named_sample
+from twin.samples.builders import srtio3 as srtio3
