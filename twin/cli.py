@@ -318,3 +318,12 @@ def _run_stem(*, structure, energy, semiangle, sampling, slice_thickness, scan_s
     return simulate_to_file(atoms, out, probe=probe, potential=potential, scan=scan, detectors=chosen,
                             precision=precision, phonons=frozen, method=method, interpolation=interpolation,
                             window=window, progress=True)
+
+
+from twin import cli_instrument  # noqa: E402,F401  (registers serve, keys and replay on `app`)
+
+
+if __name__ == "__main__":  # `python -m twin.cli`: run the registered app of the imported module
+    from twin.cli import app as _app
+
+    _app()
