@@ -32,12 +32,12 @@ class FakeInstrument:
         self._abort = threading.Event()
 
     def describe(self):
-        return {"kind": "fake", "name": "fake-stem", "version": 1, "channels": ("haadf", "bf"),
+        return {"kind": "fake", "name": "fake-stem", "version": 1, "channels": ["haadf", "bf"],
                 "controls": {"defocus_ang": {"unit": "Angstrom", "min": -500.0, "max": 500.0}},
-                "bounds_ang": ((-100.0, 100.0), (-100.0, 100.0))}
+                "bounds_ang": [-100.0, -100.0, 100.0, 100.0]}
 
     def get_state(self):
-        return {"probe_ang": self.probe, "blanked": self.blanked, "time_s": 0.0,
+        return {"probe_ang": list(self.probe), "blanked": self.blanked, "time_s": 0.0,
                 "controls": dict(self.controls), "commands": self.commands}
 
     def acquire_image(self, fov_ang, center_ang, shape_yx, dwell_s: float, rotation_rad: float = 0.0,
@@ -154,7 +154,7 @@ def test_round_trip_of_every_method(served, client):
     expected = make_image((4, 5), 12.0, ("haadf", "bf"), 2e-6)
     xr.testing.assert_identical(image, expected)
     assert [image[c].dtype for c in image] == [np.uint16, np.float32]
-    assert image.attrs == {**expected.attrs, "channels": ("haadf", "bf"), "shape": (4, 5)}
+    assert image.attrs == {**expected.attrs, "channels": ["haadf", "bf"], "shape": [4, 5]}
     assert image["haadf"].values.flags.writeable
     client.park_probe(3.5, -1.0)
     spot = client.dwell(3.5, -1.0, 1e-3)
@@ -167,7 +167,7 @@ def test_round_trip_of_every_method(served, client):
     xr.testing.assert_identical(client.dose(), fake.dose())
     assert client.abort() is None
     state = client.get_state()
-    assert state["probe_ang"] == (3.5, -1.0) and state["controls"] == {"defocus_ang": -42.5}
+    assert state["probe_ang"] == [3.5, -1.0] and state["controls"] == {"defocus_ang": -42.5}
     assert state["commands"] == 6
     client.close()
     client.close()

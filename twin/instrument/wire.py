@@ -74,8 +74,8 @@ def pack(value) -> bytes:
 
 
 def unpack(data, *, trusted: bool = False):
-    """Decode one msgpack frame; lists come back as tuples. Untrusted input accepts only string map keys."""
-    return msgpack.unpackb(data, raw=False, use_list=False, strict_map_key=not trusted)
+    """Decode one msgpack frame (arrays as lists, as the local instruments return them). Untrusted input accepts only string map keys."""
+    return msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=not trusted)
 
 
 def encode_request(request_id: int, method: str, args: dict[str, Any]) -> bytes:
