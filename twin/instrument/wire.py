@@ -74,7 +74,8 @@ def pack(value) -> bytes:
 
 
 def unpack(data, *, trusted: bool = False):
-    """Decode one msgpack frame (arrays as lists, as the local instruments return them). Untrusted input accepts only string map keys."""
+    """Decode one msgpack frame (arrays as lists, as local instruments return them). Untrusted input:
+    string map keys only."""
     return msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=not trusted)
 
 
