@@ -57,3 +57,10 @@ def test_a_session_directory_is_never_overwritten(tmp_path):
     record(tmp_path / "s", "graphene-si").close()
     with pytest.raises(ValueError, match="already holds a session"):
         record(tmp_path / "s", "graphene-si")
+
+
+def test_commands_are_logged_with_named_arguments(tmp_path):
+    stem = record(tmp_path / "s", "graphene-si")
+    stem.dwell(3.0, 4.0, 1e-3)
+    line = json.loads((tmp_path / "s" / "commands.jsonl").read_text().splitlines()[0])
+    assert line["args"] == {"x_ang": 3.0, "y_ang": 4.0, "dwell_s": 1e-3, "channels": ["haadf"]}

@@ -135,3 +135,13 @@ def test_config_rebuilds_the_same_instrument(small):
     a = stem.acquire_image(5.0, (5.0, 5.0), (16, 16), 1e-5)
     b = twin.acquire_image(5.0, (5.0, 5.0), (16, 16), 1e-5)
     assert a.identical(b)
+
+
+def test_an_acquisition_larger_than_memory_is_refused_before_any_work(small, monkeypatch):
+    from twin.instrument import virtual_stem
+
+    monkeypatch.setattr(virtual_stem, "available_memory", lambda: 2**20)
+    stem = VirtualSTEM(small)
+    with pytest.raises(Refused, match="GiB"):
+        stem.acquire_image(5.0, (5.0, 5.0), (512, 512), 1e-6)
+    assert stem.get_state()["time_s"] == 0 and stem.dose().attrs["total_electrons"] == 0

@@ -1,8 +1,8 @@
 """Recording and replay of instrument sessions.
 
 A session directory holds `session.json` (format version, seed, limits, the instrument's configuration),
-`commands.jsonl` (one line per command: sequence number, wall time, instrument time, method, arguments with
-units in their names, a reference to the result or the result itself, the error if any) and `data/` (each
+`commands.jsonl` (one line per command: sequence number, wall time, instrument time, method, arguments by
+name, the names carrying the units (`dwell_s`, `fov_ang`), a reference to the result or the result itself, the error if any) and `data/` (each
 returned dataset as netCDF4/HDF5, written atomically). `replay` rebuilds the virtual instrument from
 session.json, runs the commands again and checks that every array, value and error is reproduced exactly.
 """
@@ -10,6 +10,7 @@ session.json, runs the commands again and checks that every array, value and err
 from __future__ import annotations
 
 import datetime
+import inspect
 import json
 import math
 import os
@@ -18,6 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from twin.instrument.protocol import Instrument
 from twin.io import atomic_path, write_dataset_atomic
 
 FORMAT = "twin-session/1"
@@ -57,8 +59,9 @@ class Recorder:
 
     def _call(self, method: str, *args):
         self._seq += 1
+        names = list(inspect.signature(getattr(Instrument, method)).parameters)[1:]
         line: dict[str, Any] = {"seq": self._seq, "wall_time": datetime.datetime.now(datetime.UTC).isoformat(),
-                                "method": method, "args": _jsonable(list(args))}
+                                "method": method, "args": _jsonable(dict(zip(names, args)))}
         try:
             result = getattr(self.inner, method)(*args)
         except Exception as error:
@@ -152,7 +155,7 @@ def replay(directory: str | os.PathLike) -> list[str]:
             problems.append(f"command {line['seq']}: unknown method {line['method']!r}")
             continue
         try:
-            result, error = getattr(instrument, line["method"])(*line["args"]), None
+            result, error = getattr(instrument, line["method"])(**line["args"]), None
         except Exception as e:
             result, error = None, {"type": type(e).__name__, "message": str(e)}
         if error != line.get("error"):

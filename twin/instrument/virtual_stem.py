@@ -20,9 +20,13 @@ from twin import acquisition
 from twin.instrument import protocol
 from twin.instrument.fields import CHANNELS, DARK_FIELD, FIDELITIES, channel_angles, compute_field
 from twin.instrument.protocol import Aborted, Refused
+from twin.stem.job import available_memory
 from twin.stem.probe import ProbeSpec
 
 VERSION = "twin-virtual-stem/1"
+# Working memory of an acquisition: float64 positions, offsets and times; per channel the signal, counts
+# and a padded copy [bytes per pixel].
+BYTES_PER_PIXEL, BYTES_PER_CHANNEL = 12 * 8, 4 * 8
 
 # name: (unit, min, max, default). Aberrations are Krivanek coefficients.
 CONTROLS = {
@@ -106,6 +110,10 @@ class VirtualSTEM:
                       channels: Sequence[str] = ("haadf",)):
         x, y = protocol.scan_positions(fov_ang, center_ang, shape_yx, rotation_rad)
         dwell_s, channels = protocol.check_dwell(dwell_s), self._check_channels(channels)
+        need = x.size * (BYTES_PER_PIXEL + BYTES_PER_CHANNEL * len(channels))
+        if need > available_memory() / 2:
+            raise Refused(f"shape_yx={tuple(shape_yx)} needs about {need / 2**30:.2g} GiB, more than half the "
+                          f"{available_memory() / 2**30:.2g} GiB available; scan fewer pixels")
         key = self._next_key()
         ny, nx = x.shape
         width, height = protocol.fov_sides(fov_ang)
