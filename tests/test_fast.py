@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from potentials.projected import spatial_frequencies
-from twin.instrument.fields import SignalField, compute_field
+from twin.stem.fields import SignalField, compute_field
 from twin.stem import AnnularDetector, GridScan, PotentialSpec, ProbeSpec, simulate
 from twin.stem.fast import annular_cross_section, incoherent_fourier, nyquist_shape, probe_transfer
 from twin.structures import graphene

@@ -18,7 +18,7 @@ import numpy as np
 
 from twin import acquisition
 from twin.instrument import protocol
-from twin.instrument.fields import CHANNELS, DARK_FIELD, FIDELITIES, channel_angles, compute_field
+from twin.stem.fields import CHANNELS, DARK_FIELD, FIDELITIES, channel_angles, compute_field
 from twin.instrument.protocol import Aborted, Refused
 from twin.stem.job import available_memory
 from twin.stem.probe import ProbeSpec
