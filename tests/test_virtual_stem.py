@@ -43,7 +43,7 @@ def test_mean_counts_are_dose_times_signal(small):
     stem = VirtualSTEM(small, seed=2, controls={"beam_current_pa": 50.0})
     dwell = 2e-5
     ds = stem.acquire_image(6.0, (5.0, 6.0), (48, 48), dwell, channels=["adf"])
-    ideal = stem._field("adf")(ds.probe_x.values, ds.probe_y.values)
+    ideal = stem.ideal_signal("adf", ds.probe_x.values, ds.probe_y.values)
     electrons = 50e-12 * dwell / units.E
     counts = ds["adf"].values
     expected = electrons * ideal.sum()
@@ -95,11 +95,10 @@ def test_blanked_beam_gives_no_dose_and_no_signal(small):
 
 def test_optics_controls_change_the_image(small):
     stem = VirtualSTEM(small, seed=1, controls={"beam_current_pa": 1000.0})
-    sharp = stem._field("haadf")
-    stem.set_control("defocus_ang", 80.0)
-    blurred = stem._field("haadf")
     x, y = np.meshgrid(np.linspace(0, 9, 40), np.linspace(0, 12, 40))
-    assert blurred(x, y).max() < 0.7 * sharp(x, y).max()
+    sharp = stem.ideal_signal("haadf", x, y)
+    stem.set_control("defocus_ang", 80.0)
+    assert stem.ideal_signal("haadf", x, y).max() < 0.7 * sharp.max()
     assert stem.get_control("defocus_ang") == 80.0
 
 

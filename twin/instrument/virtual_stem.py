@@ -1,7 +1,7 @@
 """VirtualSTEM: a simulated scanning transmission electron microscope behind the Instrument interface.
 
 It owns the sample (ase.Atoms, periodic cell), the optics, a probe position, a beam blank, an instrument
-clock and a dose map. Images come from signal fields (twin.instrument.fields) at the caller's fidelity,
+clock and a dose map. Images come from signal fields (twin.stem.fields) at the caller's fidelity,
 sampled where the probe really is (scan noise and drift from twin.acquisition move it) and counted by a
 detector model. Command n draws its randomness from fold_in(PRNGKey(seed), n): the same seed and the same
 command sequence give the same data, bit for bit. Sample dynamics (twin.dynamics) plug in as `dynamics`.
@@ -17,6 +17,7 @@ import jax
 import numpy as np
 
 from twin import acquisition
+from twin.dynamics import MODELS, Exposure, advance, make_dynamics
 from twin.instrument import protocol
 from twin.stem.fields import CHANNELS, DARK_FIELD, FIDELITIES, channel_angles, compute_field
 from twin.instrument.protocol import Aborted, Refused
@@ -27,6 +28,7 @@ VERSION = "twin-virtual-stem/1"
 # Working memory of an acquisition: float64 positions, offsets and times; per channel the signal, counts
 # and a padded copy [bytes per pixel].
 BYTES_PER_PIXEL, BYTES_PER_CHANNEL = 12 * 8, 4 * 8
+FIELD_CACHE = 16  # signal fields kept (per channel, optics and sample state)
 
 # name: (unit, min, max, default). Aberrations are Krivanek coefficients.
 CONTROLS = {
@@ -54,15 +56,15 @@ class VirtualSTEM:
     fidelity: "fast" (incoherent imaging; dark-field channels), "prism" or "multislice".
     controls: initial values of CONTROLS. scan_noise: acquisition.ScanNoiseSpec (None: ideal scan).
     detector: acquisition detector spec (default: a counting detector). artifacts: acquisition.ArtifactSpec.
-    dynamics: an object with advance(key, atoms, x_ang, y_ang, dwell_s, t0_s, probe, current_pa) ->
-    (atoms, events) that changes the sample under the beam (None: a static sample).
+    dynamics: how the sample changes under the beam: "auto" (the sample's own physics, e.g. Si jumps for
+    graphene-si; static if it has none), "none", a name in twin.dynamics.MODELS or an AbstractDynamics.
 
     Example: VirtualSTEM("graphene-si", seed=1).acquire_image(20.0, (15.0, 15.0), (128, 128), 4e-6)
     """
 
     def __init__(self, sample="graphene-si", *, seed: int = 0, fidelity: str = "fast",
                  controls: dict[str, float] | None = None, scan_noise=None, detector=None, artifacts=None,
-                 dose_bin_ang: float = 0.25, dynamics=None):
+                 dose_bin_ang: float = 0.25, dynamics="auto"):
         from twin.samples import named_sample
         from twin.structures import check_atoms
 
@@ -77,7 +79,11 @@ class VirtualSTEM:
         self.seed, self.fidelity = seed, fidelity
         self.scan_noise = scan_noise or acquisition.ScanNoiseSpec()
         self.detector = detector or acquisition.CountingDetector()
-        self.artifacts, self.dynamics = artifacts, dynamics
+        self.artifacts = artifacts
+        try:
+            self.dynamics = make_dynamics(dynamics, atoms, self.sample_name)
+        except ValueError as e:
+            raise Refused(str(e)) from None
         self._controls = {name: spec[3] for name, spec in CONTROLS.items()}
         for name, value in (controls or {}).items():
             self._check_control(name, value)
@@ -91,6 +97,7 @@ class VirtualSTEM:
         self._probe, self._blanked, self._time, self._count = (self.extent[0] / 2, self.extent[1] / 2), False, 0.0, 0
         self._events: list[dict[str, Any]] = []
         self._fields: dict[tuple, Any] = {}
+        self._version = 0  # sample state: one more after every event
         self._abort = threading.Event()
 
     # --- the Instrument interface -------------------------------------------------------------------------
@@ -123,10 +130,10 @@ class VirtualSTEM:
                                             t0_s=self._time, scan_rotation_rad=rotation_rad))
         c, s = np.cos(rotation_rad), np.sin(rotation_rad)
         x_true, y_true = x + c * dx - s * dy, y + s * dx + c * dy
-        times = np.asarray(acquisition.pixel_times((ny, nx), dwell_s, self.scan_noise.flyback_s))
-        data = self._record(key, x_true, y_true, dwell_s, channels)
+        times = np.asarray(acquisition.pixel_times((ny, nx), dwell_s, self.scan_noise.flyback_s), float)
         frame_s = ny * (nx * dwell_s + self.scan_noise.flyback_s)
-        self._expose(key, x_true.ravel(), y_true.ravel(), dwell_s, times.ravel(), frame_s)
+        segments = self._expose(key, x_true.ravel(), y_true.ravel(), dwell_s, times.ravel(), frame_s)
+        data = self._record(key, x_true, y_true, dwell_s, channels, segments)
         self._probe = (float(x_true[-1, -1]), float(y_true[-1, -1]))
         u = (np.arange(nx) + 0.5) * pixel - width / 2
         v = (np.arange(ny) + 0.5) * height / ny - height / 2
@@ -146,8 +153,8 @@ class VirtualSTEM:
         dwell_s, channels = protocol.check_dwell(dwell_s), self._check_channels(channels)
         key = self._next_key()
         xs, ys = np.array([[x]]), np.array([[y]])
-        data = self._record(key, xs, ys, dwell_s, channels)
-        self._expose(key, xs.ravel(), ys.ravel(), dwell_s, np.zeros(1), dwell_s)
+        segments = self._expose(key, xs.ravel(), ys.ravel(), dwell_s, np.zeros(1), dwell_s)
+        data = self._record(key, xs, ys, dwell_s, channels, segments)
         self._probe = (x, y)
         coords = {"x": ("x", [x], {"units": "Angstrom"}), "y": ("y", [y], {"units": "Angstrom"})}
         return self._dataset(data, coords, dwell_s, 0.0)
@@ -196,6 +203,11 @@ class VirtualSTEM:
         """The current sample (ase.Atoms copy) and the event log (time, dose, position, kind of each event)."""
         return {"atoms": self._atoms.copy(), "events": [dict(e) for e in self._events]}
 
+    def ideal_signal(self, channel: str, x_ang, y_ang) -> np.ndarray:
+        """The noise-free signal of `channel` [fraction of the beam] at probe positions x_ang, y_ang (any equal
+        shapes) [Angstrom] for the current sample and optics: ground truth, not an instrument command."""
+        return self._field(self._check_channels([channel])[0], self._atoms, self._version)(x_ang, y_ang)
+
     def config(self) -> dict[str, Any]:
         """JSON-able arguments that rebuild this instrument in its initial state (see `from_config`)."""
         sample = self.sample_name if self.sample_name != "custom" else {
@@ -204,8 +216,11 @@ class VirtualSTEM:
         specs = {name: None if spec is None else {"type": type(spec).__name__, **dataclasses.asdict(spec)}
                  for name, spec in (("scan_noise", self.scan_noise), ("detector", self.detector),
                                     ("artifacts", self.artifacts))}
-        return {"sample": sample, "seed": self.seed, "fidelity": self.fidelity, "controls": dict(self._start_controls),
-                "dose_bin_ang": self.dose_bin_ang, **specs}
+        dynamics = None if self.dynamics is None else {"name": self.dynamics.name,
+                                                       **dataclasses.asdict(self.dynamics)}
+        return {"sample": sample, "seed": self.seed, "fidelity": self.fidelity,
+                "controls": dict(self._start_controls), "dose_bin_ang": self.dose_bin_ang, "dynamics": dynamics,
+                **specs}
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> VirtualSTEM:
@@ -216,8 +231,11 @@ class VirtualSTEM:
             sample = Atoms(numbers=sample["numbers"], positions=sample["positions"], cell=sample["cell"], pbc=True)
         specs = {name: None if spec is None else _spec(spec) for name, spec in config.items()
                  if name in ("scan_noise", "detector", "artifacts")}
+        dynamics = dict(config["dynamics"] or {"name": "none"})
+        name = dynamics.pop("name")
         return cls(sample, seed=config["seed"], fidelity=config["fidelity"], controls=config["controls"],
-                   dose_bin_ang=config["dose_bin_ang"], **specs)
+                   dose_bin_ang=config["dose_bin_ang"], dynamics=MODELS[name](**dynamics) if dynamics else name,
+                   **specs)
 
     # --- internals -----------------------------------------------------------------------------------------
 
@@ -249,26 +267,32 @@ class VirtualSTEM:
         return ProbeSpec(energy=self._controls["beam_energy_ev"],
                          semiangle=self._controls["convergence_semiangle_rad"] * 1e3, aberrations=aberrations)
 
-    def _field(self, channel: str):
-        optics = tuple(sorted(self._controls.items()))
-        key = (channel, optics, len(self._events))
+    def _field(self, channel: str, atoms, version: int):
+        """The signal field of `channel` for the sample state `version` (atoms) and the current optics."""
+        key = (channel, tuple(sorted(self._controls.items())), version)
         if key not in self._fields:
-            field = compute_field(self._atoms, self.probe_spec(), channel, self.fidelity)
+            field = compute_field(atoms, self.probe_spec(), channel, self.fidelity)
             size = self._controls["source_size_ang"]
-            if size > 0:
-                field = field.blurred(size)
-            self._fields = {k: v for k, v in self._fields.items() if k[1:] == key[1:]}
-            self._fields[key] = field
+            self._fields[key] = field.blurred(size) if size > 0 else field
+            while len(self._fields) > FIELD_CACHE:
+                self._fields.pop(next(iter(self._fields)))
         return self._fields[key]
 
-    def _record(self, key, x, y, dwell_s, channels) -> dict[str, np.ndarray]:
+    def _record(self, key, x, y, dwell_s, channels, segments) -> dict[str, np.ndarray]:
+        """Counts per channel at probe positions x, y (any shape); segments: (first pixel, atoms, version)
+        of each sample state the exposure went through."""
         electrons = acquisition.electrons_per_pixel(self._controls["beam_current_pa"], dwell_s)
+        bounds = [first for first, _, _ in segments[1:]] + [x.size]
         out = {}
         for i, channel in enumerate(channels):
-            ideal = np.zeros(x.shape) if self._blanked else self._field(channel)(x, y)
+            ideal = np.zeros(x.size)
+            if not self._blanked:
+                for (first, atoms, version), last in zip(segments, bounds):
+                    field = self._field(channel, atoms, version)
+                    ideal[first:last] = field(x.ravel()[first:last], y.ravel()[first:last])
             k = jax.random.fold_in(key, i + 1)
             flat = np.zeros(_bucket(ideal.size), np.float32)  # a few padded sizes: few compilations
-            flat[:ideal.size] = ideal.ravel()
+            flat[:ideal.size] = ideal
             counts = acquisition.detect(k, flat, 0.0 if self._blanked else electrons, self.detector)
             if self.artifacts is not None:
                 counts = acquisition.add_artifacts(jax.random.fold_in(k, 1000), counts, self.artifacts)
@@ -277,24 +301,29 @@ class VirtualSTEM:
             raise Aborted("acquisition aborted; the beam is blanked")
         return out
 
-    def _expose(self, key, x, y, dwell_s, times, duration_s: float):
-        """Deposit the dose of probe positions x, y [Angstrom] held for dwell_s each, advance the clock and
-        the sample's dynamics."""
-        t0 = self._time
+    def _expose(self, key, x, y, dwell_s, times, duration_s: float) -> list[tuple[int, Any, int]]:
+        """Deposit the dose of probe positions x, y (n,) [Angstrom] held for dwell_s each from times (n,)
+        [s] after now, advance the clock and the sample. Returns the segments of `_record`."""
+        t0, atoms0, version0 = self._time, self._atoms, self._version
         self._time = t0 + duration_s
         if self._blanked or self._controls["beam_current_pa"] == 0:
-            return
-        electrons = acquisition.electrons_per_pixel(self._controls["beam_current_pa"], dwell_s)
+            return [(0, atoms0, version0)]
+        current = self._controls["beam_current_pa"]
+        electrons0 = float(self._electrons.sum())
         rows = (np.mod(y / self.extent[1], 1.0) * self._bins[0]).astype(int) % self._bins[0]
         cols = (np.mod(x / self.extent[0], 1.0) * self._bins[1]).astype(int) % self._bins[1]
-        np.add.at(self._electrons, (rows, cols), electrons)
+        np.add.at(self._electrons, (rows, cols), acquisition.electrons_per_pixel(current, dwell_s))
         if self.dynamics is None:
-            return
-        atoms, events = self.dynamics.advance(jax.random.fold_in(key, 2000), self._atoms, x, y,
-                                              np.full(x.shape, dwell_s), t0 + times, self.probe_spec(),
-                                              self._controls["beam_current_pa"])
-        self._atoms = atoms
-        self._events.extend(events)
+            return [(0, atoms0, version0)]
+        exposure = Exposure(x=x, y=y, dwell_s=np.full(x.shape, dwell_s), t_s=t0 + times)
+        self._atoms, events, states = advance(self.dynamics, jax.random.fold_in(key, 2000), atoms0, exposure,
+                                              self.probe_spec(), current, electrons0)
+        segments = [(0, atoms0, version0)]
+        for event, atoms in zip(events, states):
+            self._version += 1
+            self._events.append({**event, "command": self._count})
+            segments.append((event["pixel"] + 1, atoms, self._version))
+        return segments
 
     def _dataset(self, data, coords, dwell_s, pixel, **extra):
         import xarray as xr
