@@ -2,8 +2,8 @@
 
 A session directory holds `session.json` (format version, seed, limits, the instrument's configuration),
 `commands.jsonl` (one line per command: sequence number, wall time, instrument time, method, arguments by
-name, the names carrying the units (`dwell_s`, `fov_ang`), a reference to the result or the result itself, the error if any) and `data/` (each
-returned dataset as netCDF4/HDF5, written atomically). `replay` rebuilds the virtual instrument from
+name, the names carrying the units (`dwell_s`, `fov_ang`), a reference to the result or the result itself,
+the error if any) and `data/` (each returned dataset as netCDF4/HDF5, written atomically). `replay` rebuilds the virtual instrument from
 session.json, runs the commands again and checks that every array, value and error is reproduced exactly.
 """
 
@@ -138,8 +138,6 @@ def record(directory, sample="graphene-si", *, seed: int = 0, limits=None, **opt
 
 def replay(directory: str | os.PathLike) -> list[str]:
     """Run the session in `directory` again on a fresh virtual instrument; the differences found (none: [])."""
-    import xarray as xr
-
     from twin.instrument.safety import Limits, SafeInstrument
     from twin.instrument.virtual_stem import VirtualSTEM
 
@@ -158,15 +156,24 @@ def replay(directory: str | os.PathLike) -> list[str]:
             result, error = getattr(instrument, line["method"])(**line["args"]), None
         except Exception as e:
             result, error = None, {"type": type(e).__name__, "message": str(e)}
-        if error != line.get("error"):
-            problems.append(f"command {line['seq']} ({line['method']}): error {error} instead of {line.get('error')}")
-        elif "dataset" in line.get("result", {}):
-            recorded = xr.load_dataset(directory / line["result"]["dataset"], engine="h5netcdf")
-            if not _identical(result, recorded):
-                problems.append(f"command {line['seq']} ({line['method']}): data differ from {line['result']['dataset']}")
-        elif "result" in line and _jsonable(result) != line["result"]["value"]:
-            problems.append(f"command {line['seq']} ({line['method']}): {result!r} instead of {line['result']['value']!r}")
+        problem = _difference(directory, line, result, error)
+        if problem:
+            problems.append(f"command {line['seq']} ({line['method']}): {problem}")
     return problems
+
+
+def _difference(directory: Path, line: dict[str, Any], result, error) -> str | None:
+    """How a replayed command's result or error differs from the recorded `line` (None: it does not)."""
+    import xarray as xr
+
+    if error != line.get("error"):
+        return f"error {error} instead of {line.get('error')}"
+    if "dataset" in line.get("result", {}):
+        recorded = xr.load_dataset(directory / line["result"]["dataset"], engine="h5netcdf")
+        return None if _identical(result, recorded) else f"data differ from {line['result']['dataset']}"
+    if "result" in line and _jsonable(result) != line["result"]["value"]:
+        return f"{result!r} instead of {line['result']['value']!r}"
+    return None
 
 
 def _identical(a, b) -> bool:
