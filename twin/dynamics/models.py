@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from twin.dynamics.bi_si import BiInSi
 from twin.dynamics.engine import AbstractDynamics
 from twin.dynamics.si_graphene import SiInGraphene
 
-MODELS = {"si-graphene": SiInGraphene}
-SAMPLE_DYNAMICS = {"graphene-si": "si-graphene"}
+MODELS = {"si-graphene": SiInGraphene, "bi-si": BiInSi}
+SAMPLE_DYNAMICS = {"graphene-si": "si-graphene", "bi-si": "bi-si"}
 
 
 def make_dynamics(choice, atoms, sample_name: str | None = None) -> AbstractDynamics | None:
@@ -21,6 +22,8 @@ def make_dynamics(choice, atoms, sample_name: str | None = None) -> AbstractDyna
         name = SAMPLE_DYNAMICS.get(sample_name or "")
         if name is None and set(atoms.numbers) == {6, 14}:
             name = "si-graphene"
+        if name is None and set(atoms.numbers) == {14, 83}:
+            name = "bi-si"
         if name is None:
             return None
         model = MODELS[name]()

@@ -1,5 +1,6 @@
 """Named samples for the virtual instruments and the data generator."""
 
+from twin.samples.bi_si import bi_si110 as bi_si110
 from twin.samples.builders import SAMPLES as SAMPLES
 from twin.samples.builders import graphene_si as graphene_si
 from twin.samples.builders import mos2 as mos2

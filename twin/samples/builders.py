@@ -6,6 +6,7 @@ import numpy as np
 from ase import Atoms
 from ase.build import make_supercell, mx2
 
+from twin.samples.bi_si import bi_si110
 from twin.structures import graphene
 
 
@@ -63,7 +64,7 @@ def srtio3(seed: int = 0, *, repeat: tuple[int, int] = (8, 8), thickness_cells: 
     return unit.repeat((*repeat, thickness_cells))
 
 
-SAMPLES = {"graphene-si": graphene_si, "mos2": mos2, "srtio3": srtio3}
+SAMPLES = {"graphene-si": graphene_si, "mos2": mos2, "srtio3": srtio3, "bi-si": bi_si110}
 
 
 def named_sample(name: str, seed: int = 0) -> Atoms:
