@@ -128,6 +128,7 @@ def _thermal_cross_section(beam_energy_ev, atomic_number, mass_amu, threshold_ev
     start = jnp.maximum(lower, 0.0)
     upper = start + 2 * _TAIL_EXPONENT / (jnp.sqrt(start**2 + 2 * _TAIL_EXPONENT) + start)
     half, mid = (upper - lower) / 2, (upper + lower) / 2
+    nodes, node_weights = (jnp.asarray(a, dtype=mid.dtype) for a in (nodes, node_weights))
     z = mid[..., None] + half[..., None] * nodes
     weights = half[..., None] * node_weights * jnp.exp(-0.5 * z**2) / math.sqrt(2 * math.pi)
     sigma_z = _mckinley_feshbach(e[..., None], z_number[..., None], e_max[..., None] + spread[..., None] * z,
@@ -202,8 +203,10 @@ def onset_beam_energy(threshold_ev, mass_amu):
 def _debye_integral(y):
     """int_0^y x^3 / (e^x - 1) dx for y >= 0 (-> pi^4 / 15 as y -> oo)."""
     top = jnp.minimum(y, _DEBYE_CUTOFF)
-    x = top[..., None] * (_DEBYE_NODES + 1) / 2
-    return top / 2 * jnp.sum(_DEBYE_WEIGHTS * x**3 / jnp.expm1(x), axis=-1)
+    # fresh arrays of the trace's dtype: numpy constants reused across x64 modes break the lowering
+    nodes, weights = (jnp.asarray(a, dtype=top.dtype) for a in (_DEBYE_NODES, _DEBYE_WEIGHTS))
+    x = top[..., None] * (nodes + 1) / 2
+    return top / 2 * jnp.sum(weights * x**3 / jnp.expm1(x), axis=-1)
 
 
 def debye_velocity_rms(debye_temperature_k, mass_amu, temperature_k=300.0):
