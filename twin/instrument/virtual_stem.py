@@ -19,6 +19,7 @@ import numpy as np
 from twin import acquisition
 from twin.dynamics import MODELS, Exposure, advance, make_dynamics
 from twin.instrument import protocol
+from twin.instrument.dosemap import DoseMap
 from twin.stem.fields import CHANNELS, DARK_FIELD, FIDELITIES, channel_angles, compute_field
 from twin.instrument.protocol import Aborted, Refused
 from twin.stem.job import available_memory
@@ -89,11 +90,7 @@ class VirtualSTEM:
             self._check_control(name, value)
             self._controls[name] = float(value)
         self._start_controls = dict(self._controls)
-        if not (protocol._finite(dose_bin_ang) and dose_bin_ang > 0):
-            raise Refused(f"dose_bin_ang={dose_bin_ang!r} is not allowed; it must be a positive length [Angstrom]")
-        self.dose_bin_ang = float(dose_bin_ang)
-        self._bins = tuple(max(1, int(np.ceil(side / dose_bin_ang))) for side in (self.extent[1], self.extent[0]))
-        self._electrons = np.zeros(self._bins)
+        self._dose = DoseMap(self.extent, dose_bin_ang)
         self._probe, self._blanked, self._time, self._count = (self.extent[0] / 2, self.extent[1] / 2), False, 0.0, 0
         self._events: list[dict[str, Any]] = []
         self._fields: dict[tuple, Any] = {}
@@ -111,7 +108,7 @@ class VirtualSTEM:
 
     def get_state(self) -> dict[str, Any]:
         return {"probe_ang": list(self._probe), "blanked": self._blanked, "time_s": self._time,
-                "controls": dict(self._controls), "total_electrons": float(self._electrons.sum())}
+                "controls": dict(self._controls), "total_electrons": self._dose.total}
 
     def acquire_image(self, fov_ang, center_ang, shape_yx, dwell_s: float, rotation_rad: float = 0.0,
                       channels: Sequence[str] = ("haadf",)):
@@ -179,16 +176,7 @@ class VirtualSTEM:
         return self._controls[name]
 
     def dose(self):
-        import xarray as xr
-
-        area = (self.extent[0] / self._bins[1]) * (self.extent[1] / self._bins[0])
-        y = (np.arange(self._bins[0]) + 0.5) * self.extent[1] / self._bins[0]
-        x = (np.arange(self._bins[1]) + 0.5) * self.extent[0] / self._bins[1]
-        return xr.Dataset({"dose": (("y", "x"), self._electrons / area, {"units": "electrons/Angstrom^2"})},
-                          coords={"y": ("y", y, {"units": "Angstrom"}), "x": ("x", x, {"units": "Angstrom"})},
-                          attrs={"total_electrons": float(self._electrons.sum()), "budget_left_e": float("inf"),
-                                 "bin_x_ang": self.extent[0] / self._bins[1],
-                                 "bin_y_ang": self.extent[1] / self._bins[0]})
+        return self._dose.dataset()
 
     def abort(self) -> None:
         self._abort.set()
@@ -219,7 +207,7 @@ class VirtualSTEM:
         dynamics = None if self.dynamics is None else {"name": self.dynamics.name,
                                                        **dataclasses.asdict(self.dynamics)}
         return {"sample": sample, "seed": self.seed, "fidelity": self.fidelity,
-                "controls": dict(self._start_controls), "dose_bin_ang": self.dose_bin_ang, "dynamics": dynamics,
+                "controls": dict(self._start_controls), "dose_bin_ang": self._dose.bin_ang, "dynamics": dynamics,
                 **specs}
 
     @classmethod
@@ -309,10 +297,8 @@ class VirtualSTEM:
         if self._blanked or self._controls["beam_current_pa"] == 0:
             return [(0, atoms0, version0)]
         current = self._controls["beam_current_pa"]
-        electrons0 = float(self._electrons.sum())
-        rows = (np.mod(y / self.extent[1], 1.0) * self._bins[0]).astype(int) % self._bins[0]
-        cols = (np.mod(x / self.extent[0], 1.0) * self._bins[1]).astype(int) % self._bins[1]
-        np.add.at(self._electrons, (rows, cols), acquisition.electrons_per_pixel(current, dwell_s))
+        electrons0 = self._dose.total
+        self._dose.deposit(x, y, acquisition.electrons_per_pixel(current, dwell_s))
         if self.dynamics is None:
             return [(0, atoms0, version0)]
         exposure = Exposure(x=x, y=y, dwell_s=np.full(x.shape, dwell_s), t_s=t0 + times)
