@@ -26,7 +26,8 @@ class Limits:
     own bounds); dwell_s: (min, max) per pixel or point; max_pixels per image; max_command_s: longest
     beam-on time of one command [s]; session_budget_e: electrons the session may deliver;
     max_dose_e_per_ang2: dose any dose_bin_ang square may receive; regions: ((x0, y0, x1, y1), budget
-    [electrons/Angstrom^2]) pairs, each a cap on the dose of every bin inside; controls: {name: (min, max)}."""
+    [electrons/Angstrom^2]) pairs, each a cap on the dose of every bin inside; controls: {name: (min, max)};
+    pulse_bias_v [V], pulse_duration_s [s]: allowed ranges of tip pulses; max_pulses per session."""
 
     bounds_ang: tuple[float, float, float, float] | None = None
     dwell_s: tuple[float, float] = (1e-7, 60.0)
@@ -37,6 +38,9 @@ class Limits:
     regions: tuple[tuple[tuple[float, float, float, float], float], ...] = ()
     controls: dict[str, tuple[float, float]] = field(default_factory=dict)
     dose_bin_ang: float = 0.5
+    pulse_bias_v: tuple[float, float] = (-8.0, 8.0)
+    pulse_duration_s: tuple[float, float] = (1e-6, 1.0)
+    max_pulses: int = 100_000
 
     def __post_init__(self):
         lo, hi = self.dwell_s
@@ -45,6 +49,10 @@ class Limits:
         for name in ("session_budget_e", "max_dose_e_per_ang2", "max_command_s", "dose_bin_ang"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not allowed; it must be positive")
+        for name in ("pulse_bias_v", "pulse_duration_s"):
+            lo, hi = getattr(self, name)
+            if not lo <= hi:
+                raise ValueError(f"{name}={getattr(self, name)!r} is not allowed; give (min, max) with min <= max")
         for name, (lo, hi) in self.controls.items():
             if not lo <= hi:
                 raise ValueError(f"controls[{name!r}]=({lo}, {hi}) is not allowed; it needs min <= max")
@@ -56,7 +64,8 @@ class Limits:
                 "max_command_s": self.max_command_s, "session_budget_e": _num(self.session_budget_e),
                 "max_dose_e_per_ang2": _num(self.max_dose_e_per_ang2),
                 "regions": [[list(r), b] for r, b in self.regions], "controls": self.controls,
-                "dose_bin_ang": self.dose_bin_ang}
+                "dose_bin_ang": self.dose_bin_ang, "pulse_bias_v": self.pulse_bias_v,
+                "pulse_duration_s": self.pulse_duration_s, "max_pulses": self.max_pulses}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Limits:
@@ -64,7 +73,8 @@ class Limits:
         for name in ("session_budget_e", "max_dose_e_per_ang2"):
             values[name] = float(values[name])
         values["bounds_ang"] = None if values["bounds_ang"] is None else tuple(values["bounds_ang"])
-        values["dwell_s"] = tuple(values["dwell_s"])
+        for name in ("dwell_s", "pulse_bias_v", "pulse_duration_s"):
+            values[name] = tuple(values[name])
         return cls(**values)
 
 
@@ -82,6 +92,8 @@ class SafeInstrument:
         self._shape = (max(1, math.ceil((y1 - y0) / limits.dose_bin_ang)),
                        max(1, math.ceil((x1 - x0) / limits.dose_bin_ang)))
         self._electrons = np.zeros(self._shape)
+        self._current = inner.describe().get("dose_control", "beam_current_pa")  # the control that sets the current
+        self._pulses = 0
 
     def describe(self) -> dict[str, Any]:
         return {**self.inner.describe(), "limits": self.limits.to_json(), "bounds_ang": list(self.bounds)}
@@ -114,6 +126,26 @@ class SafeInstrument:
         out = self._run("dwell", x_ang, y_ang, dwell_s, channels)
         self._electrons = electrons
         return out
+
+    def pulse(self, bias_v: float, duration_s: float, height_offset_ang: float = 0.0):
+        """A voltage pulse at the tip (scanning probes only), inside pulse_bias_v, pulse_duration_s, max_pulses."""
+        if not hasattr(self.inner, "pulse"):
+            raise Refused(f"{self.inner.describe()['name']} has no pulse(); only scanning probes pulse")
+        for name, value, (lo, hi) in (("bias_v", bias_v, self.limits.pulse_bias_v),
+                                      ("duration_s", duration_s, self.limits.pulse_duration_s)):
+            if not (protocol._finite(value) and lo <= value <= hi):
+                raise Refused(f"pulse {name}={value!r} is not allowed by the interlocks; allowed: {lo:g} to {hi:g}")
+        if self._pulses >= self.limits.max_pulses:
+            raise Refused(f"the session has used its max_pulses={self.limits.max_pulses}")
+        out = self._run("pulse", bias_v, duration_s, height_offset_ang)
+        self._pulses += 1
+        return out
+
+    def repassivate(self):
+        """Hand the tip's apex H to the dangling bond under it (scanning probes only)."""
+        if not hasattr(self.inner, "repassivate"):
+            raise Refused(f"{self.inner.describe()['name']} has no repassivate(); only scanning probes do")
+        return self._run("repassivate")
 
     def blank(self) -> None:
         return self.inner.blank()
@@ -174,7 +206,7 @@ class SafeInstrument:
         """The electron map after the command, or Refused if it breaks a budget (nothing is changed)."""
         if self.inner.get_state()["blanked"]:
             return self._electrons
-        per_pixel = self.inner.get_control("beam_current_pa") * 1e-12 * dwell_s / E_CHARGE
+        per_pixel = self.inner.get_control(self._current) * 1e-12 * dwell_s / E_CHARGE
         x0, y0, _, _ = self.bounds
         bin_ = self.limits.dose_bin_ang
         rows = np.minimum(((y.ravel() - y0) / bin_).astype(int), self._shape[0] - 1)
