@@ -117,8 +117,8 @@ def test_hsurface_validates_shapes():
 # --- tunnelling kernel ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("phi, expected, decade_ang, per_ang", [(4.0, 1.025, 1.12, 7.8), (4.5, 1.087, 1.06, 8.8),
-                                                                  (5.0, 1.146, 1.00, 9.9)])
+@pytest.mark.parametrize("phi, expected, decade_ang, per_ang",
+                         [(4.0, 1.025, 1.12, 7.8), (4.5, 1.087, 1.06, 8.8), (5.0, 1.146, 1.00, 9.9)])
 def test_kappa_table(phi, expected, decade_ang, per_ang):
     """physics.md section 4 table: kappa, the distance for a factor 10 and the factor per Angstrom."""
     k = float(kappa(phi))
