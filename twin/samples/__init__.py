@@ -6,3 +6,5 @@ from twin.samples.builders import graphene_si as graphene_si
 from twin.samples.builders import mos2 as mos2
 from twin.samples.builders import named_sample as named_sample
 from twin.samples.builders import srtio3 as srtio3
+from twin.samples.si100_h import HSurface as HSurface
+from twin.samples.si100_h import si100_h as si100_h

@@ -1,0 +1,77 @@
+"""`twin simulate stm`: a scanning tunnelling microscope image of a sample, to a netCDF file.
+
+    twin simulate stm si100-h --bias -1.8 --setpoint 50 --mode constant-current --fov 30 --pixels 128 \\
+        --db-fraction 0.05 --out stm.h5
+
+Errors are one `error: ...` line with exit status 2 and no output file, as in twin.cli.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from twin.cli import _fail, check_output, simulate_app
+
+STM_SAMPLES = ("si100-h",)
+
+
+class Mode(str, Enum):
+    constant_current = "constant-current"
+    constant_height = "constant-height"
+
+
+class Tip(str, Enum):
+    sharp = "sharp"
+    blunt = "blunt"
+    double = "double"
+
+
+@simulate_app.command("stm")
+def simulate_stm(
+    sample: Annotated[str, typer.Argument(help=f"Surface sample: {', '.join(STM_SAMPLES)}.", metavar="SAMPLE",
+                                          show_default=False)],
+    bias: Annotated[float, typer.Option(help="Sample bias [V] (negative: filled states).", metavar="V")],
+    setpoint: Annotated[float, typer.Option(help="Current setpoint [pA].", metavar="PA")],
+    out: Annotated[Path, typer.Option(help="Output netCDF4/HDF5 file.", metavar="FILE", show_default=False)],
+    mode: Annotated[Mode, typer.Option(help="Feedback mode.")] = Mode.constant_current,
+    height: Annotated[float, typer.Option(help="Tip height above the H plane in constant-height mode [A].",
+                                          metavar="ANG")] = 6.0,
+    fov: Annotated[float, typer.Option(help="Field of view [A] (square).", metavar="ANG")] = 30.0,
+    pixels: Annotated[int, typer.Option(help="Pixels per side.", metavar="N")] = 128,
+    dwell: Annotated[float, typer.Option(help="Dwell per pixel [s].", metavar="S")] = 1e-3,
+    tip: Annotated[Tip, typer.Option(help="Tip state.")] = Tip.sharp,
+    seed: Annotated[int, typer.Option(help="Seed of the sample's defects and of the noise.")] = 0,
+    nx_dimers: Annotated[int, typer.Option(help="Dimers along a row.")] = 10,
+    ny_rows: Annotated[int, typer.Option(help="Dimer rows.")] = 5,
+    db_fraction: Annotated[float, typer.Option(help="Fraction of sites with a dangling bond.")] = 0.03,
+):
+    """Simulate an STM image (height [A] in constant-current mode, current [pA] in both) of SAMPLE."""
+    try:
+        if sample not in STM_SAMPLES:
+            raise ValueError(f"SAMPLE {sample!r} is not allowed; the STM twin images {', '.join(STM_SAMPLES)} "
+                             "(an STM image needs a surface electronic-structure model, not only positions)")
+        check_output(out)
+        if not 1 <= pixels <= 4096:
+            raise ValueError(f"--pixels {pixels} is not allowed; give 1 to 4096")
+        from twin import stm
+        from twin.instrument.virtual_stm import VirtualSTM
+        from twin.io import write_dataset_atomic
+
+        instrument = VirtualSTM(seed=seed, nx_dimers=nx_dimers, ny_rows=ny_rows, db_fraction=db_fraction,
+                                tip=stm.TipSpec(kind=tip.value),
+                                controls={"bias_v": bias, "setpoint_pa": setpoint, "height_ang": height,
+                                          "feedback_on": float(mode is Mode.constant_current)})
+        extent = instrument.extent
+        ds = instrument.acquire_image(fov, (extent[0] / 2, extent[1] / 2), (pixels, pixels), dwell,
+                                      channels=["height", "current", "error"])
+        surface = instrument.truth()["surface"]
+        ds["dangling_bond_x"] = ("db", surface.sites[surface.dangling_bonds(), 0], {"units": "Angstrom"})
+        ds["dangling_bond_y"] = ("db", surface.sites[surface.dangling_bonds(), 1], {"units": "Angstrom"})
+        write_dataset_atomic(ds, out)
+    except (ValueError, OSError, MemoryError) as e:
+        _fail(str(e))
+    typer.echo(f"wrote {out.resolve()}")
