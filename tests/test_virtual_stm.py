@@ -107,6 +107,30 @@ def test_cli_writes_an_stm_image(tmp_path):
     ds = xr.load_dataset(out, engine="h5netcdf")
     assert ds["height"].attrs["units"] == "Angstrom" and ds["current"].attrs["units"] == "pA"
     assert ds.sizes["x"] == 32 and ds.sizes["db"] > 0
-    bad = subprocess.run([sys.executable, "-m", "twin.cli", "simulate", "stm", "graphene.xyz", "--bias", "1",
-                          "--setpoint", "50", "--out", str(tmp_path / "x.h5")], capture_output=True, text=True)
-    assert bad.returncode == 2 and "si100-h" in bad.stderr and not (tmp_path / "x.h5").exists()
+    missing = subprocess.run([sys.executable, "-m", "twin.cli", "simulate", "stm", "nothing.xyz", "--bias", "1",
+                              "--setpoint", "50", "--out", str(tmp_path / "x.h5")], capture_output=True, text=True)
+    assert missing.returncode == 2 and "si100-h" in missing.stderr and not (tmp_path / "x.h5").exists()
+
+
+def test_cli_images_a_structure_file_like_the_surface_it_came_from(tmp_path):
+    import ase.io
+
+    from twin.samples import si100_h
+    from twin.samples.si100_h import surface_from_atoms
+    from twin.structures import graphene
+
+    surface = si100_h(6, 3, seed=4, db_fraction=0.2)
+    back = surface_from_atoms(surface.to_atoms())
+    assert np.allclose(back.sites, surface.sites) and np.array_equal(back.occupied, surface.occupied)
+    ase.io.write(tmp_path / "slab.xyz", surface.to_atoms(), format="extxyz")
+    ase.io.write(tmp_path / "graphene.xyz", graphene((3, 2)), format="extxyz")
+    args = ["--bias", "-1.8", "--setpoint", "50", "--fov", "10", "--pixels", "16", "--dwell", "1e-4"]
+    run = [sys.executable, "-m", "twin.cli", "simulate", "stm"]
+    good = subprocess.run([*run, str(tmp_path / "slab.xyz"), *args, "--out", str(tmp_path / "a.h5")],
+                          capture_output=True, text=True, timeout=300)
+    assert good.returncode == 0, good.stderr
+    ds = xr.load_dataset(tmp_path / "a.h5", engine="h5netcdf")
+    assert ds.sizes["db"] == len(surface.dangling_bonds())
+    bad = subprocess.run([*run, str(tmp_path / "graphene.xyz"), *args, "--out", str(tmp_path / "b.h5")],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "Si(100)" in bad.stderr and not (tmp_path / "b.h5").exists()

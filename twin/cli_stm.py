@@ -1,4 +1,4 @@
-"""`twin simulate stm`: a scanning tunnelling microscope image of a sample, to a netCDF file.
+"""`twin simulate stm`: a scanning tunnelling microscope image of a Si(100)-2x1:H surface, to a netCDF file.
 
     twin simulate stm si100-h --bias -1.8 --setpoint 50 --mode constant-current --fov 30 --pixels 128 \\
         --db-fraction 0.05 --out stm.h5
@@ -32,8 +32,9 @@ class Tip(str, Enum):
 
 @simulate_app.command("stm")
 def simulate_stm(
-    sample: Annotated[str, typer.Argument(help=f"Surface sample: {', '.join(STM_SAMPLES)}.", metavar="SAMPLE",
-                                          show_default=False)],
+    sample: Annotated[str, typer.Argument(help=f"A named surface ({', '.join(STM_SAMPLES)}) or a structure file "
+                                               "of a Si(100)-2x1:H slab (any format ase.io.read knows, with its "
+                                               "cell).", metavar="STRUCTURE_OR_SAMPLE", show_default=False)],
     bias: Annotated[float, typer.Option(help="Sample bias [V] (negative: filled states).", metavar="V")],
     setpoint: Annotated[float, typer.Option(help="Current setpoint [pA].", metavar="PA")],
     out: Annotated[Path, typer.Option(help="Output netCDF4/HDF5 file.", metavar="FILE", show_default=False)],
@@ -45,24 +46,34 @@ def simulate_stm(
     dwell: Annotated[float, typer.Option(help="Dwell per pixel [s].", metavar="S")] = 1e-3,
     tip: Annotated[Tip, typer.Option(help="Tip state.")] = Tip.sharp,
     seed: Annotated[int, typer.Option(help="Seed of the sample's defects and of the noise.")] = 0,
-    nx_dimers: Annotated[int, typer.Option(help="Dimers along a row.")] = 10,
-    ny_rows: Annotated[int, typer.Option(help="Dimer rows.")] = 5,
-    db_fraction: Annotated[float, typer.Option(help="Fraction of sites with a dangling bond.")] = 0.03,
+    nx_dimers: Annotated[int, typer.Option(help="Dimers along a row (named sample).")] = 10,
+    ny_rows: Annotated[int, typer.Option(help="Dimer rows (named sample).")] = 5,
+    db_fraction: Annotated[float, typer.Option(help="Fraction of DB sites (named sample).")] = 0.03,
 ):
     """Simulate an STM image (height [A] in constant-current mode, current [pA] in both) of SAMPLE."""
     try:
-        if sample not in STM_SAMPLES:
-            raise ValueError(f"SAMPLE {sample!r} is not allowed; the STM twin images {', '.join(STM_SAMPLES)} "
-                             "(an STM image needs a surface electronic-structure model, not only positions)")
         check_output(out)
+        surface = "si100-h"
+        if sample not in STM_SAMPLES:
+            if not Path(sample).exists():
+                raise ValueError(f"STRUCTURE_OR_SAMPLE {sample!r} is neither a sample ({', '.join(STM_SAMPLES)}) "
+                                 "nor an existing structure file")
+            from twin.io import read_structure
+            from twin.samples.si100_h import surface_from_atoms
+
+            try:
+                surface = surface_from_atoms(read_structure(sample))
+            except ValueError as e:
+                raise ValueError(f"{sample}: {e}; the STM twin models Si(100)-2x1:H surfaces") from None
         if not 1 <= pixels <= 4096:
             raise ValueError(f"--pixels {pixels} is not allowed; give 1 to 4096")
         from twin import stm
         from twin.instrument.virtual_stm import VirtualSTM
         from twin.io import write_dataset_atomic
 
-        instrument = VirtualSTM(seed=seed, nx_dimers=nx_dimers, ny_rows=ny_rows, db_fraction=db_fraction,
-                                tip=stm.TipSpec(kind=tip.value),
+        sample_options = {"nx_dimers": nx_dimers, "ny_rows": ny_rows, "db_fraction": db_fraction} \
+            if isinstance(surface, str) else {}
+        instrument = VirtualSTM(surface, seed=seed, tip=stm.TipSpec(kind=tip.value), **sample_options,
                                 controls={"bias_v": bias, "setpoint_pa": setpoint, "height_ang": height,
                                           "feedback_on": float(mode is Mode.constant_current)})
         extent = instrument.extent

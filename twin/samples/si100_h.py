@@ -204,3 +204,41 @@ def _lattice(nx: int, ny: int) -> np.ndarray:
     x = (i + 0.5) * DIMER_SPACING
     y = (j + 0.5) * ROW_SPACING + (side - 0.5) * DB_SEPARATION
     return np.stack([x.ravel(), y.ravel(), np.zeros(x.size)], axis=1)
+
+
+def surface_from_atoms(atoms: Atoms) -> HSurface:
+    """The HSurface of a Si(100)-2x1:H slab given as ase.Atoms (e.g. written by `HSurface.to_atoms`).
+
+    The surface sites are the Si within 0.6 A of the topmost Si; a site is occupied when an H lies within
+    1.8 A of it; dimers are mutual nearest surface neighbours closer than 2.7 A; rows are the distinct dimer
+    y positions (to 1 A). Raises ValueError naming what is missing when the slab is not of that kind.
+    """
+    numbers, positions = atoms.numbers, atoms.positions
+    extent = np.asarray(atoms.cell.lengths()[:2], float)
+    silicon = np.flatnonzero(numbers == SILICON)
+    if len(silicon) < 2 or not set(numbers) <= {HYDROGEN, SILICON}:
+        raise ValueError("the structure is not a Si(100):H slab (it needs Si and H only, "
+                         f"has {sorted(set(atoms.get_chemical_symbols()))})")
+    top = silicon[positions[silicon, 2] > positions[silicon, 2].max() - 0.6]
+
+    def lateral(a, b):
+        d = a[:, None, :2] - b[None, :, :2]
+        d -= extent * np.round(d / extent)
+        return np.hypot(d[..., 0], d[..., 1])
+
+    apart = lateral(positions[top], positions[top]) + np.eye(len(top)) * 1e9
+    partner = np.argmin(apart, axis=1)
+    if np.any(apart[np.arange(len(top)), partner] > 2.7) or np.any(partner[partner] != np.arange(len(top))):
+        raise ValueError("the top Si layer is not 2x1 dimerised (every top Si needs one partner within 2.7 A)")
+    first = np.flatnonzero(np.arange(len(top)) < partner)
+    pairs = np.stack([first, partner[first]], axis=1)
+    centres = positions[top][pairs].mean(axis=1)
+    rows = np.unique(np.round(centres[:, 1]), return_inverse=True)[1]
+    order = np.lexsort((centres[:, 0], rows))
+    index = top[pairs[order]].ravel()
+    hydrogen = positions[numbers == HYDROGEN]
+    occupied = (lateral(positions[index], hydrogen).min(axis=1) < 1.8 if len(hydrogen)
+                else np.zeros(len(index), bool))
+    sites = positions[index] - [0.0, 0.0, positions[index, 2].mean()]
+    return HSurface(sites=sites, dimer=np.repeat(np.arange(len(pairs)), 2), row=np.repeat(rows[order], 2),
+                    extent=tuple(extent), occupied=occupied, present=np.ones(len(index), bool))
