@@ -322,6 +322,7 @@ def _run_stem(*, structure, energy, semiangle, sampling, slice_thickness, scan_s
 
 from twin import cli_instrument  # noqa: E402,F401  (registers serve, keys and replay on `app`)
 from twin import cli_stm  # noqa: E402,F401  (registers `simulate stm`)
+from twin import cli_generate  # noqa: E402,F401  (registers generate and datasets)
 
 
 if __name__ == "__main__":  # `python -m twin.cli`: run the registered app of the imported module

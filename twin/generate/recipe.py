@@ -311,6 +311,12 @@ class Recipe:
     data: Mapping[str, Any]
     path: Path | None = field(default=None, compare=False)
 
+    name = property(lambda self: self.data["name"], doc="the recipe's name")
+    seed = property(lambda self: self.data["seed"], doc="root seed: sample i uses fold_in(PRNGKey(seed), i)")
+    n_samples = property(lambda self: self.data["n_samples"], doc="number of samples")
+    tier = property(lambda self: self.data["tier"], doc="fast | prism | multislice | stm")
+    instrument = property(lambda self: self.data["instrument"], doc="stem | stm")
+
     def to_dict(self) -> dict:
         """A mutable deep copy of the content (plain dicts and lists)."""
         return _thaw(self.data)

@@ -1,0 +1,133 @@
+"""The generator: determinism across workers, resume after SIGKILL, labels that match the structures."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from twin.generate import batches, open_dataset
+from twin.generate.engine import generate, verify
+from twin.generate.recipe import load_recipe, parse_recipe
+from twin.generate.sample import generate_sample
+from twin.generate.store import shard_name
+
+RECIPES = Path(__file__).parents[1] / "datasets" / "recipes"
+
+
+@pytest.fixture(scope="module")
+def small():
+    """The graphene recipe made small: 48 x 48 pixels over 12 A, fast tier."""
+    recipe = load_recipe(RECIPES / "graphene-dopants.toml")
+    content = recipe.to_dict()
+    content["n_samples"] = 6
+    content["sample"]["cells"] = [6, 4]
+    content["acquisition"].update({"fov_ang": 12.0, "pixels": 48})
+    content["tier"] = "fast"
+    return parse_recipe(content)
+
+
+def shard_bytes(directory):
+    return {p.name: p.read_bytes() for p in sorted(Path(directory).glob("shard-*.h5"))}
+
+
+def test_one_or_two_workers_give_identical_bytes(small, tmp_path):
+    generate(small, tmp_path / "a", shard_size=2, workers=0)
+    generate(small, tmp_path / "b", shard_size=2, workers=2)
+    a, b = shard_bytes(tmp_path / "a"), shard_bytes(tmp_path / "b")
+    assert list(a) == [shard_name(k) for k in range(3)] and a == b
+    assert verify(tmp_path / "a") == [] and verify(tmp_path / "b") == []
+
+
+def test_a_sample_is_a_pure_function_of_recipe_and_index(small, tmp_path):
+    generate(small, tmp_path / "d", shard_size=4, workers=0)
+    ds = open_dataset(tmp_path / "d")
+    again = generate_sample(small, 5)
+    assert np.array_equal(ds["image"].values[5], again["image"])
+    assert ds.sizes["sample"] == 6 and ds["image"].dims == ("sample", "y", "x")
+
+
+def test_labels_sit_on_the_atoms(small):
+    sample = generate_sample(small, 2)
+    n = sample["image"].shape[0]
+    keep = sample["atom_class"] >= 0
+    assert keep.sum() > 20
+    rows, cols = np.round(sample["atom_row"][keep]).astype(int), np.round(sample["atom_col"][keep]).astype(int)
+    inside = (rows >= 0) & (rows < n) & (cols >= 0) & (cols < n)
+    assert np.all(sample["mask"][rows[inside], cols[inside]] == sample["atom_class"][keep][inside] + 1)
+    # the clean HAADF signal is brighter on atoms than between them
+    assert sample["clean"][rows[inside], cols[inside]].mean() > 1.5 * np.median(sample["clean"])
+    # every atom of the structure inside the field of view has a label
+    assert sample["heatmap"][rows[inside], cols[inside]].min() > 0.9
+
+
+def test_resume_after_sigkill_gives_the_uninterrupted_dataset(small, tmp_path):
+    recipe_file = tmp_path / "small.toml"
+    from twin.generate.recipe import save_recipe
+
+    save_recipe(small, recipe_file)
+    command = [sys.executable, "-m", "twin.cli", "generate", str(recipe_file), "--out", str(tmp_path / "k"),
+               "--workers", "0", "--shard-size", "1"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not (tmp_path / "k" / shard_name(1)).exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not json.loads((tmp_path / "k" / "manifest.json").read_text())["complete"]
+    again = subprocess.run(command, capture_output=True, text=True)
+    assert again.returncode == 2 and "--resume" in again.stderr
+    resumed = subprocess.run(command + ["--resume"], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    generate(small, tmp_path / "u", shard_size=1, workers=0)
+    assert shard_bytes(tmp_path / "k") == shard_bytes(tmp_path / "u")
+
+
+def test_an_io_error_mid_run_leaves_a_resumable_dataset(small, tmp_path, monkeypatch):
+    from twin.generate import engine
+
+    real, calls = engine.write_shard, []
+
+    def failing(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return real(*args)
+
+    monkeypatch.setattr(engine, "write_shard", failing)
+    with pytest.raises(OSError, match="No space"):
+        generate(small, tmp_path / "f", shard_size=2, workers=0)
+    assert sorted(p.name for p in (tmp_path / "f").iterdir()) == ["manifest.json", shard_name(0)]
+    monkeypatch.setattr(engine, "write_shard", real)
+    generate(small, tmp_path / "f", shard_size=2, workers=0, resume=True)
+    assert verify(tmp_path / "f") == []
+
+
+def test_bad_output_directories_and_schedulers(small, tmp_path):
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="not a twin dataset"):
+        generate(small, tmp_path / "other", workers=0)
+    generate(small, tmp_path / "d", shard_size=3, workers=0)
+    with pytest.raises(ValueError, match="--resume"):
+        generate(small, tmp_path / "d", shard_size=3, workers=0)
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match="did not answer"):
+        generate(small, tmp_path / "s", scheduler="tcp://127.0.0.1:9", workers=1)
+    assert time.perf_counter() - start < 20
+
+
+def test_batches_shuffle_and_cover_every_sample(small, tmp_path):
+    generate(small, tmp_path / "d", shard_size=4, workers=0)
+    ds = open_dataset(tmp_path / "d")
+    seen = [b["image"] for b in batches(tmp_path / "d", 4, jax.random.key(1))]
+    stacked = np.concatenate(seen)
+    assert stacked.shape == ds["image"].shape
+    order = [int(np.flatnonzero([np.array_equal(img, ref) for ref in ds["image"].values])[0]) for img in stacked]
+    assert sorted(order) == list(range(6)) and order != list(range(6))
