@@ -131,3 +131,48 @@ def test_batches_shuffle_and_cover_every_sample(small, tmp_path):
     assert stacked.shape == ds["image"].shape
     order = [int(np.flatnonzero([np.array_equal(img, ref) for ref in ds["image"].values])[0]) for img in stacked]
     assert sorted(order) == list(range(6)) and order != list(range(6))
+
+
+def test_datasets_info_verify_and_show(small, tmp_path):
+    generate(small, tmp_path / "d", shard_size=4, workers=0)
+    run = [sys.executable, "-m", "twin.cli", "datasets"]
+    info = subprocess.run([*run, "info", str(tmp_path / "d")], capture_output=True, text=True, timeout=120)
+    assert info.returncode == 0 and "6 samples in 2 shards" in info.stdout and "image" in info.stdout
+    shown = subprocess.run([*run, "show", str(tmp_path / "d"), "3", "--out", str(tmp_path / "s.png")],
+                           capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
+    bad = subprocess.run([*run, "show", str(tmp_path / "d"), "9", "--out", str(tmp_path / "t.png")],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "INDEX 9" in bad.stderr and not (tmp_path / "t.png").exists()
+    assert subprocess.run([*run, "verify", str(tmp_path / "d")], capture_output=True).returncode == 0
+    shard = tmp_path / "d" / shard_name(1)
+    shard.write_bytes(shard.read_bytes()[:-10] + b"corrupted!")
+    broken = subprocess.run([*run, "verify", str(tmp_path / "d")], capture_output=True, text=True)
+    assert broken.returncode == 1 and "checksum" in broken.stdout
+
+
+def test_labels_match_the_structure_they_came_from(small):
+    from twin.generate.recipe import draw
+    from twin.generate.sample import sample_key
+    from twin.samples import make_sample
+
+    index = 4
+    sample = generate_sample(small, index)
+    key = sample_key(small.seed, index)
+    params = draw(small, jax.random.fold_in(key, 0))
+    seed = int(jax.random.randint(jax.random.fold_in(key, 1), (), 0, 2**31 - 1))
+    labelled = make_sample("graphene", {k: v for k, v in params["sample"].items() if k != "family"}, seed)
+    fov, n = 12.0, 48
+    centre = labelled.atoms.cell.lengths()[:2] / 2
+    xy = labelled.atoms.positions[:, :2]
+    in_view = np.all(np.abs(xy - centre) < fov / 2 - 1e-6, axis=1)
+    labelled_points = np.stack([sample["atom_x"], sample["atom_y"]], 1)[sample["atom_z"] > 0]
+    for point, number, cls in zip(xy[in_view], labelled.atoms.numbers[in_view], labelled.atom_class[in_view]):
+        d = np.hypot(*(labelled_points - point).T)
+        j = int(np.argmin(d))
+        assert d[j] < 1e-6 and sample["atom_class"][sample["atom_z"] > 0][j] == cls
+        col, row = (point - (centre - fov / 2)) / (fov / n) - 0.5
+        assert abs(sample["atom_col"][sample["atom_z"] > 0][j] - col) < 1e-6
+        assert abs(sample["atom_row"][sample["atom_z"] > 0][j] - row) < 1e-6
+    assert sample["parameters"]["sample.family"] == "graphene"
