@@ -43,6 +43,10 @@ def test_one_or_two_workers_give_identical_bytes(small, tmp_path):
     a, b = shard_bytes(tmp_path / "a"), shard_bytes(tmp_path / "b")
     assert list(a) == [shard_name(k) for k in range(3)] and a == b
     assert verify(tmp_path / "a") == [] and verify(tmp_path / "b") == []
+    generate(small, tmp_path / "c", shard_size=4, workers=0)  # another shard size: the same samples
+    a, c = open_dataset(tmp_path / "a"), open_dataset(tmp_path / "c")
+    for name in ("image", "clean", "mask", "heatmap"):
+        assert np.array_equal(a[name].values, c[name].values)
 
 
 def test_a_sample_is_a_pure_function_of_recipe_and_index(small, tmp_path):

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
-from twin.generate.store import read_manifest, shard_name
+from twin.generate.store import PADDING, read_manifest, shard_name
 
 BATCH_VARIABLES = ("image", "clean", "mask", "heatmap")
+RAGGED = ("atom", "cell", "site")
 
 
 def _shards(directory) -> list[Path]:
@@ -23,12 +24,28 @@ def _shards(directory) -> list[Path]:
 
 
 def open_dataset(directory):
-    """The whole dataset as a lazy (dask-backed) xarray.Dataset with dims (sample, y, x, atom, ...)."""
+    """The whole dataset as a lazy (dask-backed) xarray.Dataset with dims (sample, y, x, atom, ...); the
+    ragged dims (atom, cell, site) are padded to the longest shard as in the store (NaN, -1 or 0)."""
     import xarray as xr
 
-    return xr.open_mfdataset(_shards(directory), engine="h5netcdf", combine="nested", concat_dim="sample",
-                             join="outer", data_vars="all", coords="minimal", compat="override",
-                             combine_attrs="drop_conflicts")
+    shards = [xr.open_dataset(path, engine="h5netcdf", chunks={}) for path in _shards(directory)]
+    longest = {dim: max(ds.sizes.get(dim, 0) for ds in shards) for dim in RAGGED}
+    return xr.concat([_pad(ds, longest) for ds in shards], dim="sample", data_vars="all", coords="minimal",
+                     compat="override", combine_attrs="drop_conflicts")
+
+
+def _pad(ds, longest: dict):
+    """`ds` with its ragged dims padded to `longest`, each variable with its store fill value."""
+    import xarray as xr
+
+    variables = {}
+    for name, var in ds.data_vars.items():
+        widths = {dim: (0, longest[dim] - ds.sizes[dim]) for dim in var.dims if dim in longest}
+        if any(w[1] for w in widths.values()):
+            fill = PADDING.get(name, np.nan if var.dtype.kind == "f" else 0)
+            var = var.pad(widths, constant_values=fill).astype(var.dtype)
+        variables[name] = var
+    return xr.Dataset(variables, coords=ds.coords, attrs=ds.attrs)
 
 
 def batches(directory, batch_size: int, key, variables=BATCH_VARIABLES):
