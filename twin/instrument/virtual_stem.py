@@ -10,7 +10,6 @@ command sequence give the same data, bit for bit. Sample dynamics (twin.dynamics
 from __future__ import annotations
 
 import dataclasses
-import threading
 from typing import Any, Sequence
 
 import jax
@@ -19,9 +18,9 @@ import numpy as np
 from twin import acquisition
 from twin.dynamics import MODELS, Exposure, advance, make_dynamics
 from twin.instrument import protocol
-from twin.instrument.dosemap import DoseMap
-from twin.stem.fields import CHANNELS, DARK_FIELD, FIDELITIES, channel_angles, compute_field
 from twin.instrument.protocol import Aborted, Refused
+from twin.instrument.virtual import VirtualInstrument, check_seed
+from twin.stem.fields import CHANNELS, DARK_FIELD, FIDELITIES, channel_angles, compute_field
 from twin.stem.job import available_memory
 from twin.stem.probe import ProbeSpec
 
@@ -51,7 +50,7 @@ _KRIVANEK = {"defocus_ang": ("C10", -1.0), "cs_ang": ("C30", 1.0), "c12_ang": ("
              "c23_ang": ("C23", 1.0), "phi23_rad": ("phi23", 1.0)}
 
 
-class VirtualSTEM:
+class VirtualSTEM(VirtualInstrument):
     """A virtual STEM over `sample` (an ase.Atoms, or a name in twin.samples.SAMPLES built from `seed`).
 
     fidelity: "fast" (incoherent imaging; dark-field channels), "prism" or "multislice".
@@ -63,6 +62,8 @@ class VirtualSTEM:
     Example: VirtualSTEM("graphene-si", seed=1).acquire_image(20.0, (15.0, 15.0), (128, 128), 4e-6)
     """
 
+    CONTROLS = CONTROLS
+
     def __init__(self, sample="graphene-si", *, seed: int = 0, fidelity: str = "fast",
                  controls: dict[str, float] | None = None, scan_noise=None, detector=None, artifacts=None,
                  dose_bin_ang: float = 0.25, dynamics="auto"):
@@ -71,13 +72,12 @@ class VirtualSTEM:
 
         if fidelity not in FIDELITIES:
             raise Refused(f"fidelity={fidelity!r} is not allowed; allowed: {', '.join(FIDELITIES)}")
-        if not (isinstance(seed, int) and 0 <= seed < 2**31):
-            raise Refused(f"seed={seed!r} is not allowed; give an integer from 0 to 2**31 - 1")
+        check_seed(seed)
         self.sample_name = sample if isinstance(sample, str) else "custom"
         atoms = named_sample(sample, seed) if isinstance(sample, str) else sample.copy()
         self.extent = check_atoms(atoms)[:2]
         self._atoms, self._initial = atoms, atoms.copy()
-        self.seed, self.fidelity = seed, fidelity
+        self.fidelity = fidelity
         self.scan_noise = scan_noise or acquisition.ScanNoiseSpec()
         self.detector = detector or acquisition.CountingDetector()
         self.artifacts = artifacts
@@ -85,17 +85,10 @@ class VirtualSTEM:
             self.dynamics = make_dynamics(dynamics, atoms, self.sample_name)
         except ValueError as e:
             raise Refused(str(e)) from None
-        self._controls = {name: spec[3] for name, spec in CONTROLS.items()}
-        for name, value in (controls or {}).items():
-            self._check_control(name, value)
-            self._controls[name] = float(value)
-        self._start_controls = dict(self._controls)
-        self._dose = DoseMap(self.extent, dose_bin_ang)
-        self._probe, self._blanked, self._time, self._count = (self.extent[0] / 2, self.extent[1] / 2), False, 0.0, 0
-        self._events: list[dict[str, Any]] = []
+        self._setup(seed, controls, self.extent, dose_bin_ang)
+        self._probe = (self.extent[0] / 2, self.extent[1] / 2)
         self._fields: dict[tuple, Any] = {}
         self._version = 0  # sample state: one more after every event
-        self._abort = threading.Event()
 
     # --- the Instrument interface -------------------------------------------------------------------------
 
@@ -103,7 +96,7 @@ class VirtualSTEM:
         channels = DARK_FIELD if self.fidelity == "fast" else tuple(CHANNELS)
         return {"kind": "stem", "name": "VirtualSTEM", "version": VERSION, "sample": self.sample_name,
                 "fidelity": self.fidelity, "channels": list(channels),
-                "controls": {n: {"unit": u, "min": lo, "max": hi} for n, (u, lo, hi, _) in CONTROLS.items()},
+                "controls": self.describe_controls(),
                 "bounds_ang": [0.0, 0.0, self.extent[0], self.extent[1]]}
 
     def get_state(self) -> dict[str, Any]:
@@ -156,32 +149,6 @@ class VirtualSTEM:
         coords = {"x": ("x", [x], {"units": "Angstrom"}), "y": ("y", [y], {"units": "Angstrom"})}
         return self._dataset(data, coords, dwell_s, 0.0)
 
-    def blank(self) -> None:
-        self._blanked = True
-        self._count += 1
-
-    def unblank(self) -> None:
-        self._blanked = False
-        self._abort.clear()
-        self._count += 1
-
-    def set_control(self, name: str, value: float) -> None:
-        self._check_control(name, value)
-        self._controls[name] = float(value)
-        self._count += 1
-
-    def get_control(self, name: str) -> float:
-        if name not in CONTROLS:
-            raise Refused(f"control {name!r} does not exist; allowed: {', '.join(CONTROLS)}")
-        return self._controls[name]
-
-    def dose(self):
-        return self._dose.dataset()
-
-    def abort(self) -> None:
-        self._abort.set()
-        self._blanked = True
-
     def close(self) -> None:
         self._fields.clear()
 
@@ -227,25 +194,8 @@ class VirtualSTEM:
 
     # --- internals -----------------------------------------------------------------------------------------
 
-    def _next_key(self):
-        self._count += 1
-        self._abort.clear()
-        return jax.random.fold_in(jax.random.PRNGKey(self.seed), self._count)
-
-    def _check_control(self, name, value):
-        if name not in CONTROLS:
-            raise Refused(f"control {name!r} does not exist; allowed: {', '.join(CONTROLS)}")
-        unit, lo, hi, _ = CONTROLS[name]
-        if not (protocol._finite(value) and lo <= value <= hi):
-            raise Refused(f"{name}={value!r} is not allowed; allowed: {lo:g} to {hi:g} [{unit}]")
-
     def _check_channels(self, channels) -> tuple[str, ...]:
-        allowed = self.describe()["channels"]
-        channels = (channels,) if isinstance(channels, str) else tuple(channels)
-        if not channels or any(c not in allowed for c in channels) or len(set(channels)) != len(channels):
-            raise Refused(f"channels={list(channels)!r} is not allowed at fidelity {self.fidelity!r}; "
-                          f"choose distinct names from {', '.join(allowed)}")
-        return channels
+        return super()._check_channels(channels, self.describe()["channels"], f" at fidelity {self.fidelity!r}")
 
     def probe_spec(self) -> ProbeSpec:
         """The probe of the current optics."""

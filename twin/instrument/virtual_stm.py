@@ -12,17 +12,15 @@ ln I_set). feedback_on = 1 is constant-current mode, 0 constant height at height
 
 from __future__ import annotations
 
-import threading
 from typing import Any, Sequence
 
-import jax
 import numpy as np
 
 from twin import stm
 from twin.dynamics import hdl
 from twin.instrument import protocol
-from twin.instrument.dosemap import DoseMap
 from twin.instrument.protocol import Refused
+from twin.instrument.virtual import VirtualInstrument, check_seed
 
 VERSION = "twin-virtual-stm/1"
 CHANNELS = ("height", "current", "error")
@@ -41,48 +39,43 @@ MIN_TIP_HEIGHT_ANG = 2.5  # apex above the Si plane; the H sit about 1.5 A above
 SAFE_IMAGING = 1e-3  # largest expected number of desorptions an image or dwell may cause; above it: Refused
 
 
-class VirtualSTM:
+class VirtualSTM(VirtualInstrument):
     """A virtual STM over `surface` (a twin.samples.HSurface, or "si100-h" built from `seed` with `sample`
     options). tip, feedback, noise, hdl: twin.stm.TipSpec, FeedbackSpec, StmNoiseSpec, hdl.HDLSpec.
 
     Example: VirtualSTM(seed=1).acquire_image(30.0, (15.0, 15.0), (64, 64), 1e-3)
     """
 
+    CONTROLS = CONTROLS
+
     def __init__(self, surface="si100-h", *, seed: int = 0, controls: dict[str, float] | None = None, tip=None,
                  feedback=None, noise=None, hdl_spec=None, tip_has_h: bool = True, dose_bin_ang: float = 0.5,
                  **sample):
         from twin.samples import si100_h
 
-        if not (isinstance(seed, int) and 0 <= seed < 2**31):
-            raise Refused(f"seed={seed!r} is not allowed; give an integer from 0 to 2**31 - 1")
+        check_seed(seed)
         if isinstance(surface, str):
             if surface != "si100-h":
                 raise Refused(f"surface={surface!r} is not allowed; the virtual STM knows 'si100-h' or an HSurface")
             surface = si100_h(seed=seed, **sample)
         self.sample_name = "si100-h"
-        self.seed, self._surface = seed, surface
+        self._surface = surface
         self.extent = tuple(float(v) for v in surface.extent)
         self.tip, self.feedback = tip or stm.TipSpec(), feedback or stm.FeedbackSpec()
         self.noise, self.hdl = noise or stm.StmNoiseSpec(), hdl_spec or hdl.HDLSpec()
-        self._controls = {name: spec[3] for name, spec in CONTROLS.items()}
-        for name, value in (controls or {}).items():
-            self._check_control(name, value)
-            self._controls[name] = float(value)
-        self._dose = DoseMap(self.extent, dose_bin_ang)
-        self._tip_xy, self._tip_has_h, self._retracted = (self.extent[0] / 2, self.extent[1] / 2), tip_has_h, False
-        self._time, self._count, self._events = 0.0, 0, []
-        self._abort = threading.Event()
+        self._setup(seed, controls, self.extent, dose_bin_ang)
+        self._tip_xy, self._tip_has_h = (self.extent[0] / 2, self.extent[1] / 2), tip_has_h
 
     # --- the Instrument interface -------------------------------------------------------------------------
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "stm", "name": "VirtualSTM", "version": VERSION, "sample": self.sample_name,
                 "channels": list(CHANNELS), "dose_control": "setpoint_pa",
-                "controls": {n: {"unit": u, "min": lo, "max": hi} for n, (u, lo, hi, _) in CONTROLS.items()},
+                "controls": self.describe_controls(),
                 "bounds_ang": [0.0, 0.0, self.extent[0], self.extent[1]]}
 
     def get_state(self) -> dict[str, Any]:
-        return {"probe_ang": list(self._tip_xy), "blanked": self._retracted, "time_s": self._time,
+        return {"probe_ang": list(self._tip_xy), "blanked": self._blanked, "time_s": self._time,
                 "controls": dict(self._controls), "tip_has_h": self._tip_has_h, "total_electrons": self._dose.total}
 
     def acquire_image(self, fov_ang, center_ang, shape_yx, dwell_s: float, rotation_rad: float = 0.0,
@@ -95,7 +88,7 @@ class VirtualSTM:
         key = self._next_key()
         ny, nx = x.shape
         width, height = protocol.fov_sides(fov_ang)
-        if self._retracted:
+        if self._blanked:
             data = {c: np.zeros((ny, nx)) for c in channels}
         else:
             out = stm.scan(key, self._surface, fov_ang=(width, height), center_ang=tuple(center_ang),
@@ -120,40 +113,20 @@ class VirtualSTM:
         z = self._tip_height()
         current = self.setpoint_current(z)
         values = {"height": z, "current": current, "error": np.log(current / self._controls["setpoint_pa"])}
-        if not self._retracted:
+        if not self._blanked:
             self._dose.deposit(np.array([x]), np.array([y]), self._electrons(dwell_s))
         self._time += dwell_s
         coords = {"x": ("x", [x], {"units": "Angstrom"}), "y": ("y", [y], {"units": "Angstrom"})}
-        return self._dataset({c: np.array([[0.0 if self._retracted else values[c]]]) for c in channels}, coords,
+        return self._dataset({c: np.array([[0.0 if self._blanked else values[c]]]) for c in channels}, coords,
                              dwell_s, 0.0)
 
     def blank(self) -> None:
         """Retract the tip (no current, no tunnelling)."""
-        self._retracted = True
-        self._count += 1
+        super().blank()
 
     def unblank(self) -> None:
         """Approach the tip again."""
-        self._retracted = False
-        self._abort.clear()
-        self._count += 1
-
-    def set_control(self, name: str, value: float) -> None:
-        self._check_control(name, value)
-        self._controls[name] = float(value)
-        self._count += 1
-
-    def get_control(self, name: str) -> float:
-        if name not in CONTROLS:
-            raise Refused(f"control {name!r} does not exist; allowed: {', '.join(CONTROLS)}")
-        return self._controls[name]
-
-    def dose(self):
-        return self._dose.dataset()
-
-    def abort(self) -> None:
-        self._abort.set()
-        self._retracted = True
+        super().unblank()
 
     def close(self) -> None:
         pass
@@ -169,7 +142,7 @@ class VirtualSTM:
                 raise Refused(f"pulse {name}={value!r} is not allowed; it must be a finite number")
         if duration_s <= 0:
             raise Refused(f"pulse duration_s={duration_s!r} is not allowed; it must be positive [s]")
-        if self._retracted:
+        if self._blanked:
             raise Refused("pulse is not allowed with the tip retracted; unblank() first")
         z = self._tip_height() + height_offset_ang
         if z < MIN_TIP_HEIGHT_ANG:
@@ -258,24 +231,8 @@ class VirtualSTM:
     def _electrons(self, dwell_s: float) -> float:
         return self._controls["setpoint_pa"] * 1e-12 * dwell_s / 1.602176634e-19
 
-    def _next_key(self):
-        self._count += 1
-        self._abort.clear()
-        return jax.random.fold_in(jax.random.PRNGKey(self.seed), self._count)
-
-    def _check_control(self, name, value):
-        if name not in CONTROLS:
-            raise Refused(f"control {name!r} does not exist; allowed: {', '.join(CONTROLS)}")
-        unit, lo, hi, _ = CONTROLS[name]
-        if not (protocol._finite(value) and lo <= value <= hi):
-            raise Refused(f"{name}={value!r} is not allowed; allowed: {lo:g} to {hi:g} [{unit}]")
-
     def _check_channels(self, channels) -> tuple[str, ...]:
-        channels = (channels,) if isinstance(channels, str) else tuple(channels)
-        if not channels or any(c not in CHANNELS for c in channels) or len(set(channels)) != len(channels):
-            raise Refused(f"channels={list(channels)!r} is not allowed; choose distinct names from "
-                          f"{', '.join(CHANNELS)}")
-        return channels
+        return super()._check_channels(channels, CHANNELS)
 
     def _dataset(self, data, coords, dwell_s, pixel):
         import xarray as xr
@@ -285,5 +242,5 @@ class VirtualSTM:
                  "mode": "constant-current" if self._controls["feedback_on"] else "constant-height",
                  "dwell_s": dwell_s, "pixel_size_ang": pixel, "seed": self.seed, "command": self._count,
                  "time_s": self._time, "signal_origin": "virtual:stm", "sample": self.sample_name,
-                 "retracted": int(self._retracted)}
+                 "retracted": int(self._blanked)}
         return xr.Dataset(variables, coords=coords, attrs=attrs)
