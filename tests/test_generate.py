@@ -180,3 +180,18 @@ def test_labels_match_the_structure_they_came_from(small):
         assert abs(sample["atom_col"][sample["atom_z"] > 0][j] - col) < 1e-6
         assert abs(sample["atom_row"][sample["atom_z"] > 0][j] - row) < 1e-6
     assert sample["parameters"]["sample.family"] == "graphene"
+
+
+@pytest.mark.parametrize("name, extra", [("tmd-defects", None), ("perovskite-polarization", "polarization"),
+                                         ("si-h-dangling-bonds", "db_occupancy")])
+def test_every_shipped_recipe_makes_a_labelled_sample(name, extra):
+    content = load_recipe(RECIPES / f"{name}.toml").to_dict()
+    content["acquisition"]["pixels"] = 32
+    if content["instrument"] == "stem":
+        content["tier"] = "fast"
+    sample = generate_sample(parse_recipe(content), 0)
+    assert sample["image"].shape == sample["mask"].shape == (32, 32)
+    assert np.isfinite(sample["image"]).all() and (sample["atom_class"] >= 0).sum() > 10
+    assert set(np.unique(sample["mask"])) - {0}
+    if extra:
+        assert len(sample[extra]) > 0
