@@ -86,6 +86,6 @@ def compute_field(atoms, probe: ProbeSpec, channel: str, fidelity: str, *, inter
     step = min(extent[0] / shape[1], extent[1] / shape[0])
     ds = simulate(atoms, probe=probe, potential=PotentialSpec(sampling=sampling, slice_thickness=1.0),
                   scan=GridScan(step=step), detectors=[AnnularDetector(name=channel, inner=inner, outer=outer)],
-                  method=fidelity, interpolation=interpolation)
+                  method="auto" if fidelity == "multislice" else fidelity, interpolation=interpolation)
     image = ds[channel].values.astype(float)
     return SignalField(np.fft.fft2(image) / image.size, extent)
