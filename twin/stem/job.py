@@ -25,6 +25,10 @@ from twin.structures import check_atoms
 
 PRECISIONS = {"float32": (jnp.float32, jnp.complex64), "float64": (jnp.float64, jnp.complex128)}
 METHODS = ("auto", "multislice", "prism")
+# Flops per second of the PRISM quadratic forms (dense matrix products) over those of FFTs on this CPU:
+# on the 256 x 256 graphene job of scripts/bench_generate.py PRISM took 123 s and multislice 216 s, where
+# equal weights predicted PRISM 2.4x slower (docs/benchmarks.md).
+GEMM_SPEEDUP = 5.0
 # Working copies of one wave batch held at once by the FFT-based step (input, output, FFT scratch).
 WAVE_COPIES = 4
 
@@ -276,7 +280,8 @@ def _choose_method(job: Job, method: str, interpolation: int) -> str:
     pixels = job.shape[0] * job.shape[1]
     fft_pair = 10 * pixels * math.log2(pixels)
     multislice_cost = len(job.positions) * job.n_slices * fft_pair
-    prism_cost = n_beams * job.n_slices * fft_pair + 8 * n_masks * n_beams**2 * (pixels + len(job.positions))
+    quadratic_forms = 8 * n_masks * n_beams**2 * (pixels + len(job.positions)) / GEMM_SPEEDUP
+    prism_cost = n_beams * job.n_slices * fft_pair + quadratic_forms
     # The S-matrix in Fourier and real space must fit in half the memory available.
     smatrix_bytes = 4 * np.dtype(PRECISIONS[job.precision][0]).itemsize * n_beams * pixels
     fits = smatrix_bytes < available_memory() / 2
