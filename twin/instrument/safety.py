@@ -14,10 +14,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from twin.acquisition.dose import electrons_per_pixel
 from twin.instrument import protocol
 from twin.instrument.protocol import Refused
 
-E_CHARGE = 1.602176634e-19  # [C]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -206,7 +206,7 @@ class SafeInstrument:
         """The electron map after the command, or Refused if it breaks a budget (nothing is changed)."""
         if self.inner.get_state()["blanked"]:
             return self._electrons
-        per_pixel = self.inner.get_control(self._current) * 1e-12 * dwell_s / E_CHARGE
+        per_pixel = float(electrons_per_pixel(self.inner.get_control(self._current), dwell_s))
         x0, y0, _, _ = self.bounds
         bin_ = self.limits.dose_bin_ang
         rows = np.minimum(((y.ravel() - y0) / bin_).astype(int), self._shape[0] - 1)

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from twin import stm
+from twin.acquisition.dose import electrons_per_pixel
 from twin.dynamics import hdl
 from twin.instrument import protocol
 from twin.instrument.protocol import Refused
@@ -162,7 +163,7 @@ class VirtualSTM(VirtualInstrument):
         self._events.extend({**e, "command": self._count} for e in events)
         self._time += duration_s
         self._dose.deposit(np.array([self._tip_xy[0]]), np.array([self._tip_xy[1]]),
-                           abs(start) * 1e-12 * duration_s / 1.602176634e-19)
+                           float(electrons_per_pixel(abs(start), duration_s)))
         return {"current_start_pa": start, "current_end_pa": float(self.current(tip_xyz, bias_v)),
                 "bias_v": float(bias_v), "duration_s": float(duration_s), "height_ang": float(z)}
 
@@ -229,7 +230,7 @@ class VirtualSTM(VirtualInstrument):
                           "or setpoint, or pulse()")
 
     def _electrons(self, dwell_s: float) -> float:
-        return self._controls["setpoint_pa"] * 1e-12 * dwell_s / 1.602176634e-19
+        return float(electrons_per_pixel(self._controls["setpoint_pa"], dwell_s))
 
     def _check_channels(self, channels) -> tuple[str, ...]:
         return super()._check_channels(channels, CHANNELS)
