@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench pretrained clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -18,6 +18,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) scripts/bench_multislice.py
+
+pretrained: $(STAMP)  # retrain the built-in models shipped in learners/pretrained/
+	$(PY) scripts/pretrain_atomfinder.py
+	$(PY) scripts/pretrain_fewshot.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
