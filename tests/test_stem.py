@@ -186,8 +186,6 @@ def test_prism_interpolation_2_is_close_to_exact_on_a_larger_cell():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"method": "prism", "detectors": [__import__("twin.stem.detectors").stem.detectors.CenterOfMassDetector()]},
-     "annular and segmented detectors only"),
     ({"method": "prism", "interpolation": 3}, "does not divide"),
     ({"method": "multislice", "interpolation": 2}, "needs method='prism'"),
     ({"method": "bloch"}, "method='bloch'"),

@@ -206,8 +206,8 @@ def stem(
     temperature: Annotated[float, typer.Option(
         help="Temperature of the default (Debye) phonon displacements [K].", metavar="K")] = 300.0,
     method: Annotated[Method, typer.Option(
-        help="multislice, prism (S-matrix; annular and segmented detectors) or auto (PRISM where it is exact "
-             "and cheaper) [no unit].")] = Method.auto,
+        help="multislice, prism (S-matrix; every detector) or auto (PRISM where it is exact and cheaper) "
+             "[no unit].")] = Method.auto,
     interpolation: Annotated[int, typer.Option(
         help="PRISM interpolation factor, dividing the grid; 1 is exact [no unit].", metavar="F")] = 1,
     window: Annotated[float | None, typer.Option(

@@ -187,7 +187,8 @@ class PixelatedDetector:
         _check_name(self.name)
         _check_angle(self.name, "max_angle", self.max_angle, allow_none=True)
 
-    def _indices(self, grid: KGrid) -> tuple[np.ndarray, np.ndarray]:
+    def indices(self, grid: KGrid) -> tuple[np.ndarray, np.ndarray]:
+        """(iy, ix): FFT-order rows and columns of the kept pattern on `grid`, centred order (zero angle mid)."""
         out = []
         for a in grid.angles:
             limit = abs(a).max() if self.max_angle is None else min(self.max_angle, abs(a).max())
@@ -196,11 +197,11 @@ class PixelatedDetector:
         return out[0], out[1]
 
     def dims(self, grid: KGrid) -> dict:
-        iy, ix = self._indices(grid)
+        iy, ix = self.indices(grid)
         return {"ky": grid.angles[0][iy], "kx": grid.angles[1][ix]}
 
     def detect(self, intensity, grid: KGrid):
-        iy, ix = self._indices(grid)
+        iy, ix = self.indices(grid)
         return intensity[:, iy][:, :, ix]
 
 

@@ -114,6 +114,16 @@ class Job:
     interpolation: int = 1
     window: tuple[int, int] | None = None  # (wy, wx) pixels each probe propagates in; None: the whole cell
 
+    @property
+    def detector_grid(self) -> KGrid:
+        """The k-grid the detectors see: the cell's, or at PRISM interpolation f > 1 the window's, with
+        (ny / f, nx / f) pixels and f times the cell's reciprocal sampling (as abTEM's SMatrix)."""
+        if self.method != "prism" or self.interpolation == 1:
+            return self.grid
+        shape = (self.shape[0] // self.interpolation, self.shape[1] // self.interpolation)
+        extent = (self.extent[0] / self.interpolation, self.extent[1] / self.interpolation)
+        return KGrid(shape, extent, self.probe.wavelength)
+
     def window_job(self) -> Job:
         """The job on one probe window's grid: the same pixel size and slices, extent window x pixel size."""
         extent = (self.window[1] * self.extent[0] / self.shape[1], self.window[0] * self.extent[1] / self.shape[0])
@@ -255,20 +265,19 @@ def _window_pixels(window, shape, extent) -> tuple[int, int] | None:
 
 
 def _choose_method(job: Job, method: str, interpolation: int) -> str:
-    """PRISM when asked, or under "auto" when it is exact (interpolation 1) and needs fewer operations."""
+    """PRISM when asked, or under "auto" when it is exact (interpolation 1) and needs fewer operations.
+
+    Operations counted: one FFT pair (10 N log2 N flops) per slice per probe position for multislice; one
+    per slice per plane wave for the S-matrix, plus the detection products (`prism.detection_sizes`),
+    weighted by 1 / GEMM_SPEEDUP."""
     from twin.stem import prism
 
     if not (isinstance(interpolation, int) and interpolation >= 1):
         raise ValueError(f"interpolation={interpolation!r} is not allowed; it must be an integer >= 1")
-    integrating = all(hasattr(d, "masks") for d in job.detectors)
-    if method == "multislice" or (method == "auto" and (interpolation != 1 or not integrating)):
+    if method == "multislice" or (method == "auto" and interpolation != 1):
         if interpolation != 1:
             raise ValueError(f"interpolation={interpolation} needs method='prism' (multislice does not interpolate)")
         return "multislice"
-    if not integrating:
-        names = [d.name for d in job.detectors if not hasattr(d, "masks")]
-        raise ValueError(f"method='prism' records annular and segmented detectors only, not {', '.join(names)}; "
-                         "use method='multislice' (or 'auto') for centre-of-mass and 4D-STEM output")
     prism.check_interpolation(job.shape, interpolation)
     if method == "prism":
         return "prism"
@@ -276,12 +285,15 @@ def _choose_method(job: Job, method: str, interpolation: int) -> str:
     k_max = job.probe.semiangle * 1e-3 / job.probe.wavelength + 0.5 / min(job.extent)
     m_x, m_y = (np.arange(-math.ceil(k_max * e), math.ceil(k_max * e) + 1) / e for e in job.extent)
     n_beams = int(np.count_nonzero(np.hypot(m_y[:, None], m_x[None, :]) <= k_max))
-    n_masks = sum(values_per_position(d, job.grid) for d in job.detectors)
+    n_forms, n_pattern_pixels = prism.detection_sizes(job.detectors, job.grid)
     pixels = job.shape[0] * job.shape[1]
     fft_pair = 10 * pixels * math.log2(pixels)
     multislice_cost = len(job.positions) * job.n_slices * fft_pair
-    quadratic_forms = 8 * n_masks * n_beams**2 * (pixels + len(job.positions)) / GEMM_SPEEDUP
-    prism_cost = n_beams * job.n_slices * fft_pair + quadratic_forms
+    # Complex multiply-adds (8 flops): the quadratic forms (built once, then evaluated per position) and the
+    # (positions x beams) x (beams x pattern pixels) products of 4D patterns.
+    quadratic_forms = 8 * n_forms * n_beams**2 * (pixels + len(job.positions)) / GEMM_SPEEDUP
+    patterns = 8 * n_beams * n_pattern_pixels * len(job.positions) / GEMM_SPEEDUP
+    prism_cost = n_beams * job.n_slices * fft_pair + quadratic_forms + patterns
     # The S-matrix in Fourier and real space must fit in half the memory available.
     smatrix_bytes = 4 * np.dtype(PRECISIONS[job.precision][0]).itemsize * n_beams * pixels
     fits = smatrix_bytes < available_memory() / 2
@@ -295,7 +307,7 @@ def values_per_position(detector, grid: KGrid) -> int:
 
 def output_size(job: Job) -> int:
     """Values one scan records: positions times the values per position of every detector."""
-    return sum(values_per_position(d, job.grid) for d in job.detectors) * len(job.positions)
+    return sum(values_per_position(d, job.detector_grid) for d in job.detectors) * len(job.positions)
 
 
 def plan_memory(job: Job, memory_limit: int | None, output: int) -> int:

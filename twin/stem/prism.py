@@ -8,9 +8,10 @@ sample as the same sum of the exit waves S_k of the plane waves in the probe ape
 with A the aperture and chi the aberration phase, normalised so that sum_k |c_k|^2 = 1. With the
 interpolation factor f only every f-th k-point of each axis is a beam, so each probe repeats with the
 period extent / f, and the sum is done only in a window of (ny / f, nx / f) pixels around r0.
-At f = 1 the answer equals plain multislice exactly. Detectors that integrate intensity over a mask are a
-quadratic form in c at f = 1: I_d(r0) = Re(c^H M_d c), M_d = S~^H diag(mask_d) S~, S~ the S-matrix in
-Fourier space, which needs no FFT per probe position.
+At f = 1 the answer equals plain multislice exactly. Detectors that integrate intensity over a mask, and
+the centre of mass, are quadratic forms in c at f = 1: I_d(r0) = Re(c^H M_d c), M_d = S~^H diag(mask_d) S~,
+S~ the S-matrix in Fourier space; 4D patterns are |c S~|^2 (`twin.stem.prism_detectors`). Neither needs an
+FFT per probe position. At f > 1 every detector sees the window's exit wave on the window's k-grid.
 
 Fourier arrays are (ny, nx) in FFT order; positions are (x, y) [Angstrom]; extent is (x, y) [Angstrom].
 """
@@ -26,8 +27,9 @@ import numpy as np
 
 from potentials.projected import spatial_frequencies
 from twin.stem import optics
-from twin.stem.detectors import KGrid
+from twin.stem.detectors import KGrid, PixelatedDetector
 from twin.stem.job import WAVE_COPIES, available_memory
+from twin.stem.prism_detectors import detection_sizes, diffraction_patterns, form_masks, from_forms, pattern_columns
 from twin.stem.multislice import multislice
 from twin.stem.probe import ProbeSpec, probe_fourier
 
@@ -230,10 +232,10 @@ def annular_prism_intensities(smatrix_k, masks, coefficients):
     return quadratic_intensities(detector_forms(smatrix_k, masks), coefficients)
 
 
-@partial(jax.jit, static_argnames=("region", "window"))
-def _window_intensities(smatrix_r, coefficients, region_corner, offsets, masks, region, window):
-    waves = window_exit_waves(smatrix_r, coefficients, region_corner, offsets, region, window)
-    return jnp.einsum("byx,dyx->bd", jnp.abs(waves) ** 2, masks)
+@partial(jax.jit, static_argnames=("region", "window", "detectors", "grid"))
+def _window_detect(smatrix_r, coefficients, region_corner, offsets, region, window, detectors, grid):
+    intensity = jnp.abs(window_exit_waves(smatrix_r, coefficients, region_corner, offsets, region, window)) ** 2
+    return tuple(d.detect(intensity, grid) for d in detectors)
 
 
 def _region_pixels(shape, interpolation) -> int:
@@ -243,30 +245,34 @@ def _region_pixels(shape, interpolation) -> int:
 
 
 def prism_memory_estimate(shape: tuple[int, int], n_slices: int, n_beams: int, interpolation: int, *,
-                          beam_batch: int, position_batch: int, n_detectors: int, dtype=jnp.float32) -> int:
-    """Peak bytes of `prism_scan`: transmissions, propagator and the S-matrix in Fourier and real space,
+                          beam_batch: int, position_batch: int, n_detectors: int, pattern_pixels: int = 0,
+                          dtype=jnp.float32) -> int:
+    """Peak bytes of `prism_detect`: transmissions, propagator and the S-matrix in Fourier and real space,
     plus the larger of the two stages that follow each other: the beam batch in multislice, or the
-    detection (the quadratic forms at f = 1; a batch of probes summed over a region (`window_regions`)
-    and their windows with FFT scratch)."""
+    detection (at f = 1 the `n_detectors` quadratic forms and the S-matrix's columns at the `pattern_pixels`
+    of 4D patterns; else a batch of probes summed over a region (`window_regions`) and their windows with
+    FFT scratch), with a batch of patterns."""
     real = np.dtype(dtype).itemsize
     pixels = shape[0] * shape[1]
     window = pixels // interpolation**2
     region = _region_pixels(shape, interpolation)
     fixed = 2 * real * pixels * (n_slices + 1 + 2 * n_beams)
     build = 2 * real * pixels * beam_batch * WAVE_COPIES
-    quadratic = real * n_detectors * pixels + 2 * real * (pixels * n_beams + n_detectors * n_beams**2)
+    patterns = 4 * real * position_batch * pattern_pixels
+    quadratic = (real * n_detectors * pixels + 2 * real * (pixels * n_beams + n_detectors * n_beams**2)
+                 + 2 * real * n_beams * pattern_pixels)
     explicit = real * n_detectors * window + 2 * real * (region * (n_beams + position_batch)
                                                          + position_batch * window * WAVE_COPIES)
-    return fixed + max(build, quadratic, explicit)
+    return fixed + max(build, patterns + max(quadratic, explicit))
 
 
-def _batches(shape, n_slices, n_beams, n_positions, interpolation, n_detectors, dtype, budget):
+def _batches(shape, n_slices, n_beams, n_positions, interpolation, sizes, dtype, budget):
     """(beam_batch, position_batch): the largest powers of two (capped) whose estimate fits `budget`."""
     beam, position = min(MAX_BEAM_BATCH, n_beams), min(MAX_POSITION_BATCH, n_positions)
 
     def estimate(b, p):
         return prism_memory_estimate(shape, n_slices, n_beams, interpolation, beam_batch=b, position_batch=p,
-                                     n_detectors=n_detectors, dtype=dtype)
+                                     n_detectors=sizes[0], pattern_pixels=sizes[1], dtype=dtype)
 
     while beam > 1 and estimate(beam, 1) > budget:
         beam //= 2
@@ -283,8 +289,9 @@ def _padded(indices: np.ndarray, size: int) -> np.ndarray:
     return np.concatenate([indices, np.repeat(indices[-1:], size - len(indices))])
 
 
-def _windowed_scan(smatrix_r, amplitudes, indices, positions, extent, interpolation, masks, batch, dtype):
-    """(n, n_detectors) by explicit windows, batches of probes grouped by tile (`window_regions`)."""
+def _windowed_detect(smatrix_r, amplitudes, indices, positions, extent, interpolation, detectors, grid, batch,
+                     dtype):
+    """Yield (chosen, outputs) by explicit windows, batches of probes grouped by tile (`window_regions`)."""
     shape = smatrix_r.shape[1:]
     window, _, _ = window_grid(shape, extent, interpolation)
     corners = window_corners(positions, shape, extent, interpolation)
@@ -293,44 +300,49 @@ def _windowed_scan(smatrix_r, amplitudes, indices, positions, extent, interpolat
     order = np.argsort(keys, kind="stable")
     groups = np.split(order, np.flatnonzero(np.diff(keys[order])) + 1)
     batch = min(batch, max(len(g) for g in groups))
-    out = np.zeros((len(positions), masks.shape[0]))
     for group in groups:
         for start in range(0, len(group), batch):
-            chosen = _padded(group[start:start + batch], batch)
-            c = prism_coefficients(amplitudes, indices, positions[chosen], tuple(extent), dtype)
-            result = _window_intensities(smatrix_r, c, jnp.asarray(region_corners[chosen[0]]),
-                                         jnp.asarray(offsets[chosen]), masks, region, window)
-            out[group[start:start + batch]] = np.asarray(result)[: len(group[start:start + batch])]
-    return out
+            chosen = group[start:start + batch]
+            padded = _padded(chosen, batch)
+            c = prism_coefficients(amplitudes, indices, positions[padded], tuple(extent), dtype)
+            outputs = _window_detect(smatrix_r, c, jnp.asarray(region_corners[chosen[0]]),
+                                     jnp.asarray(offsets[padded]), region, window, detectors, grid)
+            yield chosen, tuple(np.asarray(o)[: len(chosen)] for o in outputs)
 
 
-def _quadratic_scan(forms, amplitudes, indices, positions, extent, batch, dtype):
-    out = np.zeros((len(positions), forms.shape[0]))
+def _exact_detect(smatrix_k, amplitudes, indices, positions, extent, detectors, grid, batch, dtype):
+    """Yield (chosen, outputs) at f = 1: quadratic forms (annular, segmented, CoM) and GEMMs (4D patterns)."""
+    masks = [form_masks(d, grid) for d in detectors]
+    stacked = [m for m in masks if m is not None]
+    forms = detector_forms(smatrix_k, jnp.asarray(np.concatenate(stacked), dtype=dtype)) if stacked else None
+    columns = {d: pattern_columns(smatrix_k, d, grid) for d in detectors if isinstance(d, PixelatedDetector)}
     for start in range(0, len(positions), batch):
-        chosen = _padded(np.arange(start, min(start + batch, len(positions))), batch)
-        c = prism_coefficients(amplitudes, indices, positions[chosen], tuple(extent), dtype)
-        out[start:start + batch] = np.asarray(quadratic_intensities(forms, c))[: len(positions) - start]
-    return out
+        chosen = np.arange(start, min(start + batch, len(positions)))
+        c = prism_coefficients(amplitudes, indices, positions[_padded(chosen, batch)], tuple(extent), dtype)
+        values = None if forms is None else np.asarray(quadratic_intensities(forms, c))[: len(chosen)]
+        outputs, first = [], 0
+        for d, m in zip(detectors, masks):
+            if m is None:
+                matrix, pattern = columns[d]
+                outputs.append(np.asarray(diffraction_patterns(matrix, c))[: len(chosen)].reshape(-1, *pattern))
+            else:
+                outputs.append(from_forms(d, values[:, first:first + len(m)]))
+                first += len(m)
+        yield chosen, tuple(outputs)
 
 
-def prism_scan(probe: ProbeSpec, transmissions, propagator, shape: tuple[int, int], extent: tuple[float, float],
-               positions, detectors, *, interpolation: int = 1, dtype=jnp.float32,
-               quadratic_form: bool | None = None, memory_limit: int | None = None) -> np.ndarray:
-    """Annular-detector signals of a probe at many positions by PRISM (Ophus 2017).
+def prism_detect(probe: ProbeSpec, transmissions, propagator, shape: tuple[int, int], extent: tuple[float, float],
+                 positions, detectors, *, interpolation: int = 1, dtype=jnp.float32,
+                 quadratic_form: bool | None = None, memory_limit: int | None = None):
+    """Detector outputs of a probe at many positions by PRISM (Ophus 2017), batch by batch.
 
-    probe: the probe; transmissions (n_slices, ny, nx) and propagator (ny, nx) as for
-    `twin.stem.multislice.multislice` (complex, matching `dtype`); shape (ny, nx); extent (x, y)
-    [Angstrom]; positions (n, 2) (x, y) [Angstrom]; detectors: annular or segmented detectors
-    (anything with .masks(grid) and a KGrid); interpolation f divides ny and nx;
-    dtype: jnp.float32 or jnp.float64 (the latter under jax.enable_x64). quadratic_form: detect through
-    `annular_prism_intensities` (default at f = 1; not possible at f > 1). memory_limit [bytes]: default
-    the memory available now. Returns (n, n_masks) fractions of the incident intensity on the detectors'
-    masks, in order (one per annular detector, rings x segments per segmented one); at f = 1
-    equal to multislice's.
-
-    Example:
-        prism_scan(ProbeSpec(energy=80e3, semiangle=25), t, p, (96, 84), (8.5, 9.8), positions,
-                   [AnnularDetector(name="HAADF", inner=70, outer=200)], interpolation=2)
+    Arguments as `prism_scan`; detectors: any of twin.stem.detectors (annular, segmented, centre of mass,
+    pixelated). Builds the S-matrix now (errors are raised here) and returns an iterator of (chosen (b,) int,
+    ascending indices into `positions`; outputs: one numpy array (b, ...) per detector, as its `detect`
+    gives on `detection_grid`). At f = 1 (quadratic_form, the default there) integrating detectors and the
+    centre of mass are quadratic forms in c and 4D patterns |c S~|^2 are one GEMM per batch, no FFT per
+    position; at f > 1 each probe's exit wave is cut from its window and detected on the window's k-grid,
+    as abTEM's `SMatrix.reduce` does.
     """
     if quadratic_form is None:
         quadratic_form = interpolation == 1
@@ -338,17 +350,53 @@ def prism_scan(probe: ProbeSpec, transmissions, propagator, shape: tuple[int, in
     if quadratic_form and interpolation != 1:
         raise ValueError(f"quadratic_form=True needs interpolation=1, got interpolation={interpolation}")
     positions = np.asarray(positions, dtype=np.float64).reshape(-1, 2)
+    detectors = tuple(detectors)
     indices, amplitudes = plane_wave_beams(probe, shape, extent, interpolation, jnp.result_type(dtype, jnp.complex64))
-    window, window_extent, _ = window_grid(shape, extent, interpolation)
-    grid = KGrid(tuple(window), tuple(window_extent), probe.wavelength)
-    masks = jnp.asarray(np.concatenate([d.masks(grid) for d in detectors]), dtype=dtype)
+    grid = detection_grid(probe, shape, extent, interpolation)
     if memory_limit is None:
         memory_limit = available_memory()
     beam_batch, position_batch = _batches(shape, transmissions.shape[0], len(indices), len(positions),
-                                          interpolation, masks.shape[0], dtype, memory_limit)
+                                          interpolation, detection_sizes(detectors, grid), dtype, memory_limit)
     smatrix_k = build_smatrix(jnp.asarray(indices), transmissions, propagator, batch_size=beam_batch)
     if quadratic_form:
-        return _quadratic_scan(detector_forms(smatrix_k, masks), amplitudes, indices, positions, extent,
-                               position_batch, dtype)
-    return _windowed_scan(jnp.fft.ifft2(smatrix_k), amplitudes, indices, positions, extent, interpolation, masks,
-                          position_batch, dtype)
+        return _exact_detect(smatrix_k, amplitudes, indices, positions, extent, detectors, grid, position_batch,
+                             dtype)
+    return _windowed_detect(jnp.fft.ifft2(smatrix_k), amplitudes, indices, positions, extent, interpolation,
+                            detectors, grid, position_batch, dtype)
+
+
+def detection_grid(probe: ProbeSpec, shape: tuple[int, int], extent: tuple[float, float], interpolation: int):
+    """The k-grid PRISM detects on: the window's, (ny / f, nx / f) pixels over extent / f (the cell's at f = 1)."""
+    window, window_extent, _ = window_grid(shape, extent, interpolation)
+    return KGrid(tuple(window), tuple(window_extent), probe.wavelength)
+
+
+def prism_scan(probe: ProbeSpec, transmissions, propagator, shape: tuple[int, int], extent: tuple[float, float],
+               positions, detectors, *, interpolation: int = 1, dtype=jnp.float32,
+               quadratic_form: bool | None = None, memory_limit: int | None = None) -> np.ndarray:
+    """Detector signals of a probe at many positions by PRISM (Ophus 2017), in memory.
+
+    probe: the probe; transmissions (n_slices, ny, nx) and propagator (ny, nx) as for
+    `twin.stem.multislice.multislice` (complex, matching `dtype`); shape (ny, nx); extent (x, y)
+    [Angstrom]; positions (n, 2) (x, y) [Angstrom]; detectors: see `prism_detect`; interpolation f divides
+    ny and nx; dtype: jnp.float32 or jnp.float64 (the latter under jax.enable_x64). quadratic_form: detect
+    through quadratic forms and GEMMs (default at f = 1; not possible at f > 1). memory_limit [bytes]:
+    default the memory available now. Returns (n, n_values): each detector's output per position flattened,
+    in order (one value per annular detector, rings x segments per segmented one, (x, y) [mrad] for the
+    centre of mass, ky x kx for a pattern); intensities in fractions of the incident intensity; at f = 1
+    equal to multislice's.
+
+    Example:
+        prism_scan(ProbeSpec(energy=80e3, semiangle=25), t, p, (96, 84), (8.5, 9.8), positions,
+                   [AnnularDetector(name="HAADF", inner=70, outer=200)], interpolation=2)
+    """
+    positions = np.asarray(positions, dtype=np.float64).reshape(-1, 2)
+    out = None
+    for chosen, outputs in prism_detect(probe, transmissions, propagator, shape, extent, positions, detectors,
+                                        interpolation=interpolation, dtype=dtype, quadratic_form=quadratic_form,
+                                        memory_limit=memory_limit):
+        values = np.concatenate([o.reshape(len(chosen), -1) for o in outputs], 1)
+        if out is None:
+            out = np.zeros((len(positions), values.shape[1]))
+        out[chosen] = values
+    return out

@@ -16,7 +16,7 @@ import numpy as np
 from potentials.projected import PotentialSpec, slice_plan
 from twin.stem import optics
 from twin.stem.detectors import CenterOfMassDetector
-from twin.stem.job import PRECISIONS, Job, make_job, output_size, plan_memory, values_per_position
+from twin.stem.job import PRECISIONS, Job, make_job, output_size, plan_memory
 from twin.stem.multislice import multislice, shifted_probes
 from twin.stem.probe import ProbeSpec
 from twin.stem.scan import GridScan
@@ -77,15 +77,17 @@ def _scan(job: Job, atoms, phonons, batch: int, progress: bool, add):
 
 
 def _prism(job: Job, transmissions, propagator, add, n_configurations: int):
-    from twin.stem.prism import prism_scan
+    """Run PRISM, handing each batch to `add` in runs of consecutive probe positions."""
+    from twin.stem.prism import prism_detect
 
-    values = prism_scan(job.probe, transmissions, propagator, job.shape, job.extent, job.positions, job.detectors,
-                        interpolation=job.interpolation, dtype=PRECISIONS[job.precision][0])
-    first = 0
-    for i, d in enumerate(job.detectors):
-        count = values_per_position(d, job.grid)
-        add(i, 0, len(job.positions), np.asarray(d.from_masks(values[:, first:first + count])) / n_configurations)
-        first += count
+    batches = prism_detect(job.probe, transmissions, propagator, job.shape, job.extent, job.positions,
+                           job.detectors, interpolation=job.interpolation, dtype=PRECISIONS[job.precision][0])
+    for chosen, outputs in batches:
+        breaks = np.flatnonzero(np.diff(chosen) != 1) + 1
+        for run in np.split(np.arange(len(chosen)), breaks):
+            start = int(chosen[run[0]])
+            for i, o in enumerate(outputs):
+                add(i, start, start + len(run), o[run] / n_configurations)
 
 
 def simulate(atoms, *, probe: ProbeSpec, potential: PotentialSpec, scan: GridScan, detectors: Sequence,
@@ -96,13 +98,14 @@ def simulate(atoms, *, probe: ProbeSpec, potential: PotentialSpec, scan: GridSca
     atoms: ase.Atoms with an orthorhombic cell periodic in x and y; the beam runs along +z through the whole
     cell height. detectors: AnnularDetector, SegmentedDetector, CenterOfMassDetector, PixelatedDetector.
     phonons: a potentials.phonons.FrozenPhonons to average over displaced configurations, or None.
-    method: "multislice", "prism" (S-matrix; annular and segmented detectors; `interpolation` f = 1, 2, 4,
-    ... dividing the grid, exact at f = 1) or "auto" (PRISM at f = 1 when it needs fewer operations, which
-    does not change the answer beyond float rounding). window: propagate each probe in a periodic window of
-    about this side [Angstrom] (FFT-friendly, same pixel size) cut from the cell instead of the whole cell;
-    an approximation for fields of view far larger than the probe, whose error is about the probe's intensity
-    outside half the window (`probe_tail_fraction`; 1.5% at 8 A for a 25 mrad probe). Returns an xarray.Dataset with one variable per detector, dims ("y", "x", ...), intensities in fractions
-    of the incident intensity, coordinates the probe positions [Angstrom] (angles [mrad]), attrs with every
+    method: "multislice", "prism" (S-matrix, every detector; `interpolation` f = 1, 2, 4, ... dividing the
+    grid, exact at f = 1; at f > 1 the patterns and the CoM are on the window's k-grid, f times coarser, as
+    in abTEM) or "auto" (PRISM at f = 1 when it needs fewer operations, which does not change the answer
+    beyond float rounding). window: propagate each probe in a periodic window of about this side [Angstrom]
+    (FFT-friendly, same pixel size) cut from the cell instead of the whole cell; an approximation for fields
+    of view far larger than the probe, whose error is about the probe's intensity outside half the window
+    (`probe_tail_fraction`; 1.5% at 8 A for a 25 mrad probe). Returns an xarray.Dataset with one variable
+    per detector, dims ("y", "x", ...), intensities in fractions of the incident intensity, coordinates the probe positions [Angstrom] (angles [mrad]), attrs with every
     parameter and its unit. memory_limit: bytes the job may use (default: the memory available now); a job
     whose estimate exceeds it is refused with the estimate in the message.
 
@@ -280,7 +283,7 @@ def _layout(job: Job, phonons):
     coords = {"x": ("x", xs, {"units": "Angstrom"}), "y": ("y", ys, {"units": "Angstrom"})}
     variables = {}
     for d in job.detectors:
-        extra = d.dims(job.grid)
+        extra = d.dims(job.detector_grid)
         for dim, values in extra.items():
             coords[dim] = (dim, values, {"units": "mrad"} if dim in ("ky", "kx") else {})
         units = "mrad" if isinstance(d, CenterOfMassDetector) else "fraction of incident intensity"
