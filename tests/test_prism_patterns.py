@@ -106,7 +106,8 @@ def test_interpolated_patterns_stream_to_disk_as_they_are_held_in_memory(tmp_pat
     assert np.abs(memory["diffraction"].values).max() > 0.01
 
 
-def test_a_small_memory_budget_gives_the_same_patterns_and_a_tiny_one_is_refused():
+def test_quadratic_forms_and_gemm_equal_explicit_windows_and_a_small_budget_changes_nothing():
+    """At f = 1 the forms (CoM) and the GEMM (patterns) against each probe's exit wave Fourier transformed."""
     from twin.stem import prism
     from tests.test_prism import prepare, scan_positions
 
@@ -120,7 +121,9 @@ def test_a_small_memory_budget_gives_the_same_patterns_and_a_tiny_one_is_refused
                                          n_detectors=3, pattern_pixels=pixels)
     assert budget > prism.prism_memory_estimate(shape, len(transmissions), n_beams, 1, beam_batch=2,
                                                 position_batch=4, n_detectors=3)
-    np.testing.assert_allclose(prism.prism_scan(*args, memory_limit=budget), prism.prism_scan(*args), atol=1e-6)
+    default = prism.prism_scan(*args)
+    np.testing.assert_allclose(prism.prism_scan(*args, memory_limit=budget), default, atol=1e-6)
+    np.testing.assert_allclose(prism.prism_scan(*args, quadratic_form=False), default, atol=2e-6)
     with pytest.raises(MemoryError, match="MiB"):
         prism.prism_scan(*args, memory_limit=100_000)
 
