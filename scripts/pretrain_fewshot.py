@@ -86,7 +86,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-train", type=int, default=48)
     parser.add_argument("--n-eval", type=int, default=4)
-    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--out", type=Path, default=ROOT / "learners" / "pretrained" / "fewshot.twin")
     parser.add_argument("--cache", type=Path, default=None, help="npz cache of the generated training images")
     args = parser.parse_args(argv)
