@@ -184,3 +184,120 @@ def test_training_is_deterministic_for_a_fixed_key():
     a, b = (jax.tree.leaves(nnx.state(m, nnx.Param)) for m in runs)
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
     assert not all(np.array_equal(x, y) for x, y in zip(a, initial))  # it did train
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Command line
+
+def _run(*args):
+    from typer.testing import CliRunner
+
+    from learners.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """Two graphene samples of 48 x 48 pixels over 12 A (0.25 A per pixel), fast tier."""
+    from pathlib import Path
+
+    from twin.generate.engine import generate
+    from twin.generate.recipe import load_recipe, parse_recipe
+
+    content = load_recipe(Path(__file__).parents[1] / "datasets" / "recipes" / "graphene-dopants.toml").to_dict()
+    content["n_samples"] = 2
+    content["sample"]["cells"] = [6, 4]
+    content["acquisition"].update({"fov_ang": 12.0, "pixels": 48})
+    content["tier"] = "fast"
+    directory = tmp_path_factory.mktemp("rvae") / "graphene"
+    generate(parse_recipe(content), directory, shard_size=2, workers=0)
+    return directory
+
+
+def _inside(col, row, size, n=48):
+    half = (size - 1) / 2
+    return (col - half >= 0) & (col + half <= n - 1) & (row - half >= 0) & (row + half <= n - 1)
+
+
+def test_fit_rvae_on_a_dataset_writes_a_model_and_the_embedding(dataset, tmp_path):
+    from twin.generate import open_dataset
+
+    out, embed = tmp_path / "r.twin", tmp_path / "latents.csv"
+    result = _run("fit", "rvae", "--data", dataset, "--out", out, "--patch-size", 10, "--latent-dim", 1,
+                  "--epochs", 2, "--batch-size", 8, "--embed", embed)
+    assert result.exit_code == 0, result.output
+    model, metadata = train.load_model(out, builder="rvae")
+    assert model.patch_size == 10 and model.latent_dim == 1 and metadata["normalization"]["std"] > 0
+    with open(embed) as f:
+        rows = list(csv.DictReader(f))
+    ds = open_dataset(dataset)
+    col, row = ds["atom_col"].values, ds["atom_row"].values
+    with np.errstate(invalid="ignore"):
+        expected = int(_inside(col, row, 10).sum())
+    assert len(rows) == expected == metadata["n_patches"] >= 16
+    assert set(rows[0]) >= {"sample", "atom", "x_px", "y_px", "class", "angle_rad", "dx_px", "dy_px", "z1", "z1_std"}
+    first = rows[0]
+    assert abs(float(first["x_px"]) - col[int(first["sample"]), int(first["atom"])]) < 1e-3
+    assert all(-np.pi <= float(r["angle_rad"]) < np.pi for r in rows)
+
+
+def test_fit_rvae_from_an_image_and_an_atoms_csv(dataset, tmp_path):
+    from twin.generate import open_dataset
+
+    sample = open_dataset(dataset).isel(sample=1)
+    np.save(tmp_path / "image.npy", sample["image"].values)
+    keep = np.isfinite(sample["atom_col"].values)
+    col, row = sample["atom_col"].values[keep], sample["atom_row"].values[keep]
+    pixel = 12.0 / 48
+    with open(tmp_path / "atoms.csv", "w") as f:
+        f.write("x_ang,y_ang,class,confidence\n")
+        f.writelines(f"{(c + 0.5) * pixel},{(r + 0.5) * pixel},C,0.9\n" for c, r in zip(col, row))
+    out, embed = tmp_path / "r.twin", tmp_path / "latents.csv"
+    args = ["fit", "rvae", "--data", tmp_path / "image.npy", "--atoms", tmp_path / "atoms.csv", "--out", out,
+            "--patch-size", 10, "--latent-dim", 1, "--epochs", 1, "--batch-size", 8, "--embed", embed]
+    missing = _run(*args)  # a .npy carries no pixel size
+    assert missing.exit_code == 2 and "--pixel-size" in missing.output and not out.exists()
+    result = _run(*args, "--pixel-size", pixel)
+    assert result.exit_code == 0, result.output
+    with open(embed) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == int(_inside(col, row, 10).sum())
+    np.testing.assert_allclose([float(r["x_px"]) for r in rows], col[_inside(col, row, 10)], atol=1e-3)
+    assert {r["class"] for r in rows} == {"C"}
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--patch-size", 3], "--patch-size 3 is not allowed"),
+    (["--latent-dim", -1], "--latent-dim -1 is not allowed"),
+    (["--epochs", 0], "--epochs 0 is not allowed"),
+    (["--embed", "latents.txt"], "--embed 'latents.txt' has suffix '.txt'"),
+    (["--batch-size", 100000], "--batch-size 100000"),
+])
+def test_fit_rvae_errors_name_the_parameter_and_write_nothing(dataset, tmp_path, monkeypatch, extra, message):
+    monkeypatch.chdir(tmp_path)
+    result = _run("fit", "rvae", "--data", dataset, "--out", "r.twin", *extra)
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_fit_rvae_refuses_what_is_not_a_dataset_or_an_atoms_table(dataset, tmp_path):
+    out = tmp_path / "r.twin"
+    (tmp_path / "plain").mkdir()
+    result = _run("fit", "rvae", "--data", tmp_path / "plain", "--out", out)
+    assert result.exit_code == 2 and "is not a twin dataset directory" in result.output
+    np.save(tmp_path / "image.npy", np.zeros((32, 32), np.float32))
+    (tmp_path / "atoms.csv").write_text("x,y\n1,2\n")
+    result = _run("fit", "rvae", "--data", tmp_path / "image.npy", "--atoms", tmp_path / "atoms.csv",
+                  "--pixel-size", 0.2, "--out", out)
+    assert result.exit_code == 2 and "x_ang, y_ang" in result.output
+    (tmp_path / "atoms.csv").write_text("x_ang,y_ang\n1,oops\n")
+    result = _run("fit", "rvae", "--data", tmp_path / "image.npy", "--atoms", tmp_path / "atoms.csv",
+                  "--pixel-size", 0.2, "--out", out)
+    assert result.exit_code == 2 and "non-numeric" in result.output
+    np.save(tmp_path / "cube.npy", np.zeros((2, 3, 32, 32), np.float32))
+    (tmp_path / "atoms.csv").write_text("x_ang,y_ang\n3,3\n")
+    result = _run("fit", "rvae", "--data", tmp_path / "cube.npy", "--atoms", tmp_path / "atoms.csv",
+                  "--pixel-size", 0.2, "--out", out)
+    assert result.exit_code == 2 and "rank 4" in result.output
+    assert not out.exists()
