@@ -168,6 +168,9 @@ def save_model(path: str | os.PathLike, model: nnx.Module, *, builder: str, argu
     try:
         with os.fdopen(handle, "wb") as out:
             out.write(payload)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes 0600 files; a model is as readable as any file
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
