@@ -121,9 +121,9 @@ def test_quadratic_forms_and_gemm_equal_explicit_windows_and_a_small_budget_chan
                                          n_detectors=3, pattern_pixels=pixels)
     assert budget > prism.prism_memory_estimate(shape, len(transmissions), n_beams, 1, beam_batch=2,
                                                 position_batch=4, n_detectors=3)
-    default = prism.prism_scan(*args)
-    np.testing.assert_allclose(prism.prism_scan(*args, memory_limit=budget), default, atol=1e-6)
-    np.testing.assert_allclose(prism.prism_scan(*args, quadratic_form=False), default, atol=2e-6)
+    default = prism.prism_scan(*args)  # float32: patterns up to 0.05, CoM [mrad] up to 0.5
+    np.testing.assert_allclose(prism.prism_scan(*args, memory_limit=budget), default, atol=1e-5)
+    np.testing.assert_allclose(prism.prism_scan(*args, quadratic_form=False), default, atol=1e-5)
     with pytest.raises(MemoryError, match="MiB"):
         prism.prism_scan(*args, memory_limit=100_000)
 
