@@ -106,8 +106,9 @@ def simulate(atoms, *, probe: ProbeSpec, potential: PotentialSpec, scan: GridSca
     of view far larger than the probe, whose error is about the probe's intensity outside half the window
     (`probe_tail_fraction`; 1.5% at 8 A for a 25 mrad probe). Returns an xarray.Dataset with one variable
     per detector, dims ("y", "x", ...), intensities in fractions of the incident intensity, coordinates the
-    probe positions [Angstrom] (angles [mrad]), attrs with every parameter and its unit. memory_limit: bytes the job may use (default: the memory available now); a job
-    whose estimate exceeds it is refused with the estimate in the message.
+    probe positions [Angstrom] (angles [mrad]), attrs with every parameter and its unit. memory_limit: bytes
+    the job may use (default: the memory available now); a job whose estimate exceeds it is refused with the
+    estimate in the message.
 
     Example:
         simulate(atoms, probe=ProbeSpec(energy=80e3, semiangle=25), potential=PotentialSpec(sampling=0.05,
