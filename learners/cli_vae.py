@@ -43,6 +43,8 @@ def fit_rvae(
     epochs: Annotated[int, typer.Option(help="Passes over the patches.", metavar="N")] = 40,
     batch_size: Annotated[int, typer.Option(help="Patches per step.")] = 64,
     max_patches: Annotated[int, typer.Option(help="Use at most this many patches (the first ones).")] = 20000,
+    symmetry: Annotated[int, typer.Option(help="n of an n-fold rotational symmetry of the patches: angles modulo "
+                                               "360/n degrees (1: none; 3: a graphene site).", metavar="N")] = 1,
     seed: Annotated[int, typer.Option(help="Random seed: initialization and batch order.")] = 0,
     embed: Annotated[Path | None, typer.Option(help="Also write each patch's angle, shift and latents.",
                                                metavar="CSV")] = None,
@@ -52,7 +54,7 @@ def fit_rvae(
 
     try:
         _check_options(patch_size=patch_size, latent_dim=latent_dim, epochs=epochs, batch_size=batch_size,
-                       max_patches=max_patches, pixel_size=pixel_size)
+                       max_patches=max_patches, symmetry=symmetry, pixel_size=pixel_size)
         check_output(out)
         if embed is not None:
             if embed.suffix.lower() != ".csv":
@@ -70,9 +72,9 @@ def fit_rvae(
         mean, std = float(patches.mean()), float(patches.std())
         if not std > 0:
             raise ValueError(f"--data {str(data)!r}: every patch is constant; there is nothing to learn")
-        model, history, code = _train(patches, mean, std, patch_size=patch_size, latent_dim=latent_dim,
-                                      epochs=epochs, batch_size=batch_size, seed=seed)
-        _write(out, embed, model, where, code, arguments={"patch_size": patch_size, "latent_dim": latent_dim},
+        arguments = {"patch_size": patch_size, "latent_dim": latent_dim, "symmetry": symmetry}
+        model, history, code = _train(patches, mean, std, arguments, epochs=epochs, batch_size=batch_size, seed=seed)
+        _write(out, embed, model, where, code, arguments=arguments,
                metadata={"normalization": {"mean": mean, "std": std}, "source": str(data),
                          "n_patches": len(patches), "epochs": epochs, "seed": seed, "final": history[-1]})
     except (ValueError, OSError) as e:
@@ -84,7 +86,7 @@ def fit_rvae(
 
 def _check_options(**values) -> None:
     limits = {"patch_size": (4, 256), "latent_dim": (0, 64), "epochs": (1, 100000), "batch_size": (1, 65536),
-              "max_patches": (1, 10 ** 8)}
+              "max_patches": (1, 10 ** 8), "symmetry": (1, 12)}
     for name, (low, high) in limits.items():
         value = values[name]
         if not low <= value <= high:
@@ -159,7 +161,7 @@ def read_atoms_csv(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return x, y, np.array([row.get("class") or "" for row in rows])
 
 
-def _train(patches, mean, std, *, patch_size, latent_dim, epochs, batch_size, seed):
+def _train(patches, mean, std, arguments: dict, *, epochs, batch_size, seed):
     import jax
     from flax import nnx
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -170,7 +172,7 @@ def _train(patches, mean, std, *, patch_size, latent_dim, epochs, batch_size, se
     enable_compilation_cache()
     normalized = (patches - mean) / std
     key = jax.random.PRNGKey(seed)
-    model = RVAE(patch_size=patch_size, latent_dim=latent_dim, rngs=nnx.Rngs(jax.random.fold_in(key, 0)))
+    model = RVAE(**arguments, rngs=nnx.Rngs(jax.random.fold_in(key, 0)))
     with Progress(TextColumn("rVAE"), BarColumn(), TextColumn("{task.completed}/{task.total} epochs"),
                   TextColumn("{task.fields[loss]}"), TimeRemainingColumn()) as bar:
         task = bar.add_task("fit", total=epochs, loss="")

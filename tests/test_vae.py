@@ -96,17 +96,21 @@ def test_model_file_round_trip(trained, synthetic, tmp_path):
                                   decode(model, a["angle"], a["shift"], a["z"]))
 
 
-def test_pose_is_equivariant_to_quarter_turns():
+@pytest.mark.parametrize("symmetry", [1, 2])
+def test_pose_is_equivariant_to_quarter_turns(symmetry):
     """np.rot90 turns (x, y) (x along columns, y down the rows) by R(-pi/2) about the patch centre, exactly
-    on the pixel grid: the angle must drop by pi/2 and the shift turn with it, for any weights."""
+    on the pixel grid: the angle must drop by pi/2 (modulo 2 pi / symmetry) and the shift turn with it, for
+    any weights."""
     rng = np.random.default_rng(3)
     patches = render(rng.uniform(0, 2 * np.pi, 4), rng.uniform(-1.5, 1.5, (4, 2)), rng)
-    model = RVAE(patch_size=SIZE, latent_dim=2, rngs=nnx.Rngs(5))
+    model = RVAE(patch_size=SIZE, latent_dim=2, symmetry=symmetry, rngs=nnx.Rngs(5))
     a, b = encode(model, patches), encode(model, np.rot90(patches, axes=(1, 2)).copy())
-    difference = np.angle(np.exp(1j * (b["angle"] - a["angle"])))
-    np.testing.assert_allclose(difference, -np.pi / 2, atol=1e-4)
+    assert np.all(np.abs(a["angle"]) <= np.pi / symmetry)
+    np.testing.assert_allclose(np.exp(1j * symmetry * (b["angle"] - a["angle"])), np.exp(-1j * symmetry * np.pi / 2),
+                               atol=1e-4)
     np.testing.assert_allclose(b["shift"], np.stack([a["shift"][:, 1], -a["shift"][:, 0]], -1), atol=1e-4)
-    np.testing.assert_allclose(b["z"], a["z"], atol=1e-4)
+    if symmetry == 1:  # with n > 1, z is invariant for objects that have the symmetry (these do not)
+        np.testing.assert_allclose(b["z"], a["z"], atol=1e-4)
 
 
 def test_extract_patches_samples_bilinearly_and_drops_patches_that_leave_the_image():
@@ -135,10 +139,13 @@ def test_extract_patches_rejects_bad_shapes(image, coords, size, match):
         extract_patches(image, coords, size)
 
 
-@pytest.mark.parametrize("kwargs, match", [({"patch_size": 3}, "patch_size=3"),
-                                            ({"patch_size": 16, "latent_dim": -1}, "latent_dim=-1"),
-                                            ({"patch_size": 16, "noise_std": 0.0}, "noise_std=0.0"),
-                                            ({"patch_size": 16, "shift_prior_px": float("nan")}, "shift_prior_px")])
+@pytest.mark.parametrize("kwargs, match", [
+    ({"patch_size": 3}, "patch_size=3"),
+    ({"patch_size": 16, "latent_dim": -1}, "latent_dim=-1"),
+    ({"patch_size": 16, "noise_std": 0.0}, "noise_std=0.0"),
+    ({"patch_size": 16, "symmetry": 0}, "symmetry=0"),
+    ({"patch_size": 16, "shift_prior_px": float("nan")}, "shift_prior_px"),
+])
 def test_rvae_rejects_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         RVAE(**kwargs, rngs=nnx.Rngs(0))
@@ -225,10 +232,11 @@ def test_fit_rvae_on_a_dataset_writes_a_model_and_the_embedding(dataset, tmp_pat
 
     out, embed = tmp_path / "r.twin", tmp_path / "latents.csv"
     result = _run("fit", "rvae", "--data", dataset, "--out", out, "--patch-size", 10, "--latent-dim", 1,
-                  "--epochs", 2, "--batch-size", 8, "--embed", embed)
+                  "--symmetry", 3, "--epochs", 2, "--batch-size", 8, "--embed", embed)
     assert result.exit_code == 0, result.output
     model, metadata = train.load_model(out, builder="rvae")
-    assert model.patch_size == 10 and model.latent_dim == 1 and metadata["normalization"]["std"] > 0
+    assert (model.patch_size, model.latent_dim, model.symmetry) == (10, 1, 3)
+    assert metadata["normalization"]["std"] > 0
     with open(embed) as f:
         rows = list(csv.DictReader(f))
     ds = open_dataset(dataset)
@@ -239,7 +247,7 @@ def test_fit_rvae_on_a_dataset_writes_a_model_and_the_embedding(dataset, tmp_pat
     assert set(rows[0]) >= {"sample", "atom", "x_px", "y_px", "class", "angle_rad", "dx_px", "dy_px", "z1", "z1_std"}
     first = rows[0]
     assert abs(float(first["x_px"]) - col[int(first["sample"]), int(first["atom"])]) < 1e-3
-    assert all(-np.pi <= float(r["angle_rad"]) < np.pi for r in rows)
+    assert all(-np.pi / 3 <= float(r["angle_rad"]) < np.pi / 3 for r in rows)
 
 
 def test_fit_rvae_from_an_image_and_an_atoms_csv(dataset, tmp_path):
@@ -255,7 +263,8 @@ def test_fit_rvae_from_an_image_and_an_atoms_csv(dataset, tmp_path):
         f.writelines(f"{(c + 0.5) * pixel},{(r + 0.5) * pixel},C,0.9\n" for c, r in zip(col, row))
     out, embed = tmp_path / "r.twin", tmp_path / "latents.csv"
     args = ["fit", "rvae", "--data", tmp_path / "image.npy", "--atoms", tmp_path / "atoms.csv", "--out", out,
-            "--patch-size", 10, "--latent-dim", 1, "--epochs", 1, "--batch-size", 8, "--embed", embed]
+            "--patch-size", 10, "--latent-dim", 1, "--symmetry", 3, "--epochs", 1, "--batch-size", 8,
+            "--embed", embed]
     missing = _run(*args)  # a .npy carries no pixel size
     assert missing.exit_code == 2 and "--pixel-size" in missing.output and not out.exists()
     result = _run(*args, "--pixel-size", pixel)
@@ -273,6 +282,7 @@ def test_fit_rvae_from_an_image_and_an_atoms_csv(dataset, tmp_path):
     (["--epochs", 0], "--epochs 0 is not allowed"),
     (["--embed", "latents.txt"], "--embed 'latents.txt' has suffix '.txt'"),
     (["--batch-size", 100000], "--batch-size 100000"),
+    (["--symmetry", 0], "--symmetry 0 is not allowed"),
 ])
 def test_fit_rvae_errors_name_the_parameter_and_write_nothing(dataset, tmp_path, monkeypatch, extra, message):
     monkeypatch.chdir(tmp_path)
