@@ -1,0 +1,131 @@
+"""Atom-finding kernels around the network: resampling to the model's pixel, per-image normalization,
+local maxima with sub-pixel refinement, and matching detections to ground truth (precision, recall, F1).
+
+Images are (ny, nx) float arrays; positions are (n, 2) arrays of (row, col) in pixels, pixel centres at
+integers, so a pixel (row, col) of size p [Angstrom] covers x in [col p, (col + 1) p) and its centre is at
+x = (col + 0.5) p (the convention of twin.generate's "atom_col"/"atom_row" labels).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage, optimize
+
+MODEL_PIXEL_ANG = 0.2  # the atom finder sees images at 0.2 A per pixel (2x2 sum-binning of 0.1 A images)
+
+
+def _box_resample_axis(image: np.ndarray, factor: float, axis: int) -> np.ndarray:
+    """Integrate `image` over new pixels `factor` old pixels wide along `axis` (exact box integration of the
+    piecewise-constant image, so counts are conserved and an integer factor is plain sum-binning)."""
+    n_old = image.shape[axis]
+    n_new = max(int(np.floor(n_old / factor + 1e-6)), 1)
+    cumulative = np.concatenate([np.zeros_like(np.take(image, [0], axis=axis)), np.cumsum(image, axis=axis)],
+                                axis=axis)
+    edges = np.minimum(np.arange(n_new + 1) * factor, n_old)
+    low = np.floor(edges).astype(int)
+    frac = edges - low
+    high = np.minimum(low + 1, n_old)
+    shape = [1] * image.ndim
+    shape[axis] = -1
+    values = (np.take(cumulative, low, axis=axis) * (1 - frac.reshape(shape))
+              + np.take(cumulative, high, axis=axis) * frac.reshape(shape))
+    return np.diff(values, axis=axis)
+
+
+def resample(image, pixel_ang: float, target_ang: float = MODEL_PIXEL_ANG) -> np.ndarray:
+    """(ny, nx) image with pixels of `pixel_ang` [A] -> (my, mx) image with pixels of `target_ang` [A], the
+    counts of each new pixel the integral of the old image over it (2x2 sum-binning for 0.1 -> 0.2 A, so
+    Poisson statistics are kept). The new grid starts at the same corner; trailing partial pixels are dropped."""
+    image = np.asarray(image, np.float64)
+    if image.ndim != 2:
+        raise ValueError(f"image of shape {image.shape} is not allowed; give a 2-D (ny, nx) image")
+    if not (np.isfinite(pixel_ang) and pixel_ang > 0):
+        raise ValueError(f"pixel_ang={pixel_ang!r} is not allowed; give a pixel size > 0 in Angstrom")
+    factor = target_ang / pixel_ang
+    if abs(factor - 1) < 1e-6:
+        return image.astype(np.float32)
+    out = _box_resample_axis(_box_resample_axis(image, factor, 0), factor, 1)
+    return out.astype(np.float32)
+
+
+def pixels_to_model(col, row, pixel_ang: float, target_ang: float = MODEL_PIXEL_ANG):
+    """Pixel coordinates (centres at integers) of an image with `pixel_ang` -> those of its resampled copy."""
+    scale = pixel_ang / target_ang
+    return (np.asarray(col) + 0.5) * scale - 0.5, (np.asarray(row) + 0.5) * scale - 0.5
+
+
+def normalize(image) -> np.ndarray:
+    """Zero mean, unit standard deviation per image (counts and PMT units then look alike)."""
+    image = np.asarray(image, np.float32)
+    std = float(image.std())
+    return ((image - image.mean()) / (std if std > 0 else 1.0)).astype(np.float32)
+
+
+def find_peaks(heatmap, *, threshold: float, min_distance_px: int = 2) -> np.ndarray:
+    """(n, 2) int (row, col) of the local maxima of `heatmap` (ny, nx) above `threshold`, each the largest
+    value within `min_distance_px` pixels (a (2 d + 1)^2 window); ties keep one."""
+    heatmap = np.asarray(heatmap, np.float32)
+    size = 2 * int(min_distance_px) + 1
+    local = ndimage.maximum_filter(heatmap, size=size, mode="constant", cval=-np.inf)
+    candidates = np.argwhere((heatmap == local) & (heatmap > threshold))
+    if len(candidates) < 2:
+        return candidates
+    order = np.argsort(-heatmap[tuple(candidates.T)], kind="stable")
+    kept, taken = [], np.zeros(heatmap.shape, bool)
+    for row, col in candidates[order]:
+        if taken[row, col]:
+            continue
+        kept.append((row, col))
+        taken[max(row - min_distance_px, 0):row + min_distance_px + 1,
+              max(col - min_distance_px, 0):col + min_distance_px + 1] = True
+    return np.array(kept, int).reshape(-1, 2)
+
+
+def refine_subpixel(heatmap, peaks) -> np.ndarray:
+    """(n, 2) float (row, col): each integer maximum moved to the vertex of the parabola through the log of
+    the heatmap at the peak and its two neighbours, per axis (exact for a Gaussian peak). Shifts are clipped
+    to half a pixel; at the border or for non-positive values the integer position is kept."""
+    heatmap = np.asarray(heatmap, np.float64)
+    peaks = np.asarray(peaks, int).reshape(-1, 2)
+    out = peaks.astype(np.float64)
+    ny, nx = heatmap.shape
+    for axis, size in ((0, ny), (1, nx)):
+        inside = (peaks[:, axis] > 0) & (peaks[:, axis] < size - 1)
+        p = peaks[inside]
+        step = np.zeros(2, int)
+        step[axis] = 1
+        values = [heatmap[tuple((p + sign * step).T)] for sign in (-1, 0, 1)]
+        good = np.all([v > 0 for v in values], axis=0)
+        lo, mid, hi = (np.log(np.where(good, v, 1.0)) for v in values)
+        curvature = lo - 2 * mid + hi
+        shift = np.where(good & (curvature < 0), 0.5 * (lo - hi) / np.where(curvature < 0, curvature, -1.0), 0.0)
+        out[np.flatnonzero(inside), axis] += np.clip(shift, -0.5, 0.5)
+    return out
+
+
+def match(predicted, truth, tolerance: float) -> tuple[np.ndarray, np.ndarray]:
+    """One-to-one matching of `predicted` (n, 2) to `truth` (m, 2) positions minimizing the total distance
+    among pairs closer than `tolerance` (Hungarian algorithm). Returns index arrays (i_pred, i_true)."""
+    predicted, truth = np.asarray(predicted, float).reshape(-1, 2), np.asarray(truth, float).reshape(-1, 2)
+    if not len(predicted) or not len(truth):
+        return np.zeros(0, int), np.zeros(0, int)
+    distance = np.hypot(*(predicted[:, None, :] - truth[None, :, :]).transpose(2, 0, 1))
+    cost = np.where(distance < tolerance, distance, 1e6)
+    rows, cols = optimize.linear_sum_assignment(cost)
+    good = distance[rows, cols] < tolerance
+    return rows[good], cols[good]
+
+
+def detection_scores(predicted, truth, tolerance: float) -> dict:
+    """Counts and scores of one image: tp, fp, fn, precision, recall, f1 (see `match`)."""
+    i_pred, _ = match(predicted, truth, tolerance)
+    tp = len(i_pred)
+    fp, fn = len(np.asarray(predicted).reshape(-1, 2)) - tp, len(np.asarray(truth).reshape(-1, 2)) - tp
+    return {"tp": tp, "fp": fp, "fn": fn, **f1_from_counts(tp, fp, fn)}
+
+
+def f1_from_counts(tp: int, fp: int, fn: int) -> dict:
+    precision = tp / (tp + fp) if tp + fp else 1.0
+    recall = tp / (tp + fn) if tp + fn else 1.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1}
