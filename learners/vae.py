@@ -2,9 +2,10 @@
 
 The encoder maps a patch (size, size) to a posterior over an angle phi [rad], a shift t = (dx, dy) [pixels]
 and latents z (latent_dim,). The decoder is a spatial generator: an MLP of (coordinate, z) that predicts
-the intensity at each pixel of a coordinate grid moved into the template frame, u = R(phi) (r - t) with
-r = (x, y) the pixel offset from the patch centre. Orientation and position are thus carried by (phi, t)
-and only the rest of the patch's content by z. The loss is the negative ELBO: a Gaussian reconstruction
+the intensity at each pixel of a coordinate grid moved into the template frame, u = R(-phi) (r - t) with
+r = (x, y) the pixel offset from the patch centre (x along columns, y down the rows): a patch whose object
+is the template turned by phi and moved by t. Orientation and position are thus carried by (phi, t) and
+only the rest of the patch's content by z. The loss is the negative ELBO: a Gaussian reconstruction
 term plus the KL divergences to the priors (z ~ N(0, 1); t ~ N(0, shift_prior_px^2); phi uniform on the
 circle; AtomAI and pyroVED use a normal angle prior, which suits small rotations, not all orientations).
 
@@ -22,8 +23,8 @@ with another convention, a direction), the shift is in pixels of the image frame
 object that sits at the patch centre on average (`centre_rotation`). With `symmetry=n` the angle is
 found modulo 2 pi / n, for objects with n-fold rotational symmetry (n = 3 for a graphene sublattice site).
 
-References: Bepler et al., NeurIPS 32 (2019) (spatial-VAE); Kalinin et al., npj Comput. Mater. 7, 181 (2021)
-(rVAE on atomic patches); Ziatdinov et al., pyroVED and AtomAI (`iVAE`, `rVAE`).
+References: Bepler et al., NeurIPS 32 (2019) (spatial-VAE); Kalinin et al., Sci. Adv. 7, eabd5084 (2021)
+(rVAE on atomic patches of graphene); Ziatdinov et al., pyroVED and AtomAI (`iVAE`, `rVAE`).
 """
 
 from __future__ import annotations
