@@ -61,7 +61,7 @@ def _image_scores(model, image, mask, draws):
     truth = task.task_labels(mask)
     features = np.asarray(fewshot.image_embedding(model, image)).reshape(-1, 16)
     smooth = ndimage.gaussian_filter(image, 2.0)
-    otsu = np.digitize(smooth, threshold_multiotsu(smooth, classes=5))
+    otsu = np.digitize(smooth, threshold_multiotsu(smooth, classes=5, nbins=64))  # 256 bins: 9 s an image
     kmeans = KMeans(5, n_init=3, random_state=0).fit(features[::7]).predict(features)
     scores = {"fewshot": [], "probe": []}
     for rng in draws:
@@ -137,7 +137,7 @@ def _toy(n=4, size=64, seed=0):
     return np.array(images, np.float32), np.array(masks)
 
 
-TINY = {"width": 4, "out_channels": 4, "depth": 2, "dilations": [1, 2]}
+TINY = {"width": 4}  # the default depth and embedding: the CLI test (--width 4) reuses its compiled kernels
 
 
 @pytest.fixture(scope="module")
@@ -295,18 +295,14 @@ def test_cli_segment_bad_input_one_error_no_output(tiny, tmp_path, case):
 def test_cli_fit_fewshot_trains_from_a_generated_dataset(tmp_path):
     from twin.generate.engine import generate
 
-    data = task.recipe_variant().to_dict()
-    data["acquisition"]["pixels"] = 64
-    data["acquisition"]["fov_ang"] = 7.0
-    from twin.generate.recipe import parse_recipe
-
-    generate(parse_recipe(data), tmp_path / "data", n_samples=2, workers=0)
+    generate(task.recipe_variant(seed=93), tmp_path / "data", n_samples=2, workers=0)  # as the held-out images
     out = tmp_path / "fs.twin"
     result = _cli("fit", "fewshot", "--data", tmp_path / "data", "--out", out, "--epochs", 1, "--crop", 32,
                   "--width", 4)
     assert result.exit_code == 0, result.output
     model, metadata = fewshot.load_fewshot(out)
-    assert metadata["epochs"] == 1 and 0.1 <= metadata["pixel_size_ang"][0] <= 0.11
+    low, high = metadata["pixel_size_ang"]
+    assert metadata["epochs"] == 1 and 24.0 / 256 <= low <= high <= 30.0 / 256
     assert model.head.out_features == 16
     bad = _cli("fit", "fewshot", "--data", tmp_path, "--out", tmp_path / "x.twin", "--epochs", 1)
     assert bad.exit_code == 2 and "not a twin dataset" in bad.output and not (tmp_path / "x.twin").exists()
