@@ -212,4 +212,3 @@ def fit_fewshot(
     except (ValueError, OSError) as e:
         _fail(str(e))
     typer.echo(f"wrote {out}")
-

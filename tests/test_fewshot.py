@@ -306,3 +306,18 @@ def test_cli_fit_fewshot_trains_from_a_generated_dataset(tmp_path):
     assert model.head.out_features == 16
     bad = _cli("fit", "fewshot", "--data", tmp_path, "--out", tmp_path / "x.twin", "--epochs", 1)
     assert bad.exit_code == 2 and "not a twin dataset" in bad.output and not (tmp_path / "x.twin").exists()
+
+
+def test_cli_segment_resamples_to_the_model_pixel_size(tiny, tmp_path):
+    model, _, arguments, images, masks = tiny
+    fewshot.save_fewshot(tmp_path / "m.twin", model, arguments, {"pixel_size_ang": [0.1, 0.1]})
+    np.save(tmp_path / "image.npy", images[0])
+    support = _support_file(tmp_path / "s.json", _toy_support(masks[0]))
+    common = ["segment", tmp_path / "image.npy", "--support", support, "--model", tmp_path / "m.twin"]
+    result = _cli(*common, "--out", tmp_path / "mask.npy", "--pixel-size", 0.2)
+    assert result.exit_code == 0 and "resampled x2.00" in result.output, result.output
+    written = np.load(tmp_path / "mask.npy")
+    assert written.shape == images[0].shape and set(np.unique(written)) <= {0, 1, 2}
+    bad = _cli(*common, "--out", tmp_path / "bad.npy", "--pixel-size", -1)
+    assert bad.exit_code == 2 and "--pixel-size -1.0 is not allowed" in bad.output
+    assert not (tmp_path / "bad.npy").exists()
