@@ -71,6 +71,27 @@ def test_labels_sit_on_the_atoms(small):
     assert sample["heatmap"][rows[inside], cols[inside]].min() > 0.9
 
 
+def test_scan_rotation_turns_the_image_and_its_labels(small):
+    """A quarter turn of the scan frame about the cell centre is np.rot90 of the clean image (pixel (i, j)
+    of the turned frame sees the sample where pixel (j, n - 1 - i) of the unturned one does), and the labels
+    turn with it."""
+    content = small.to_dict()
+    content["acquisition"]["scan_rotation_rad"] = 0.0
+    plain = generate_sample(parse_recipe(content), 1)
+    content["acquisition"]["scan_rotation_rad"] = np.pi / 2
+    turned = generate_sample(parse_recipe(content), 1)
+    n = plain["clean"].shape[0]
+    np.testing.assert_allclose(turned["clean"], np.rot90(plain["clean"]), rtol=1e-4,
+                               atol=1e-4 * plain["clean"].max())
+    assert not np.allclose(turned["clean"], plain["clean"], atol=1e-2 * plain["clean"].max())
+    np.testing.assert_array_equal(turned["mask"], np.rot90(plain["mask"]))
+    plain_labels = sorted(zip(np.round(n - 1 - plain["atom_col"], 6), np.round(plain["atom_row"], 6),
+                              plain["atom_class"]))
+    turned_labels = sorted(zip(np.round(turned["atom_row"], 6), np.round(turned["atom_col"], 6),
+                               turned["atom_class"]))
+    assert len(plain_labels) > 10 and plain_labels == turned_labels
+
+
 def test_resume_after_sigkill_gives_the_uninterrupted_dataset(small, tmp_path):
     recipe_file = tmp_path / "small.toml"
     from twin.generate.recipe import save_recipe
@@ -170,13 +191,16 @@ def test_labels_match_the_structure_they_came_from(small):
     fov, n = 12.0, 48
     centre = labelled.atoms.cell.lengths()[:2] / 2
     xy = labelled.atoms.positions[:, :2]
-    in_view = np.all(np.abs(xy - centre) < fov / 2 - 1e-6, axis=1)
+    theta = params["acquisition"]["scan_rotation_rad"]  # the scan frame is turned by theta about the centre
+    frame = (xy - centre) @ np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
+    in_view = np.all(np.abs(frame) < fov / 2 - 1e-6, axis=1)
+    assert in_view.sum() > 20
     labelled_points = np.stack([sample["atom_x"], sample["atom_y"]], 1)[sample["atom_z"] > 0]
-    for point, number, cls in zip(xy[in_view], labelled.atoms.numbers[in_view], labelled.atom_class[in_view]):
+    for point, in_frame, cls in zip(xy[in_view], frame[in_view], labelled.atom_class[in_view]):
         d = np.hypot(*(labelled_points - point).T)
         j = int(np.argmin(d))
         assert d[j] < 1e-6 and sample["atom_class"][sample["atom_z"] > 0][j] == cls
-        col, row = (point - (centre - fov / 2)) / (fov / n) - 0.5
+        col, row = (in_frame + fov / 2) / (fov / n) - 0.5
         assert abs(sample["atom_col"][sample["atom_z"] > 0][j] - col) < 1e-6
         assert abs(sample["atom_row"][sample["atom_z"] > 0][j] - row) < 1e-6
     assert sample["parameters"]["sample.family"] == "graphene"

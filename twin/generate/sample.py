@@ -8,7 +8,8 @@ Output (numpy, float32 unless said): "image" (y, x) counts (STEM) or height [Ang
 the noise-free signal at the nominal pixel positions; "mask" (y, x) int16, 1 + class of the nearest atom (or
 vacancy, classes after the atom classes) within `mask_radius_ang`, 0 elsewhere; "heatmap" (y, x) sum of
 Gaussians of heatmap_sigma_ang on every atom in view; per atom in view "atom_x", "atom_y" [Angstrom, sample
-frame], "atom_col", "atom_row" [pixels, fractional], "atom_z" (atomic number), "atom_class", one per
+frame], "atom_col", "atom_row" [pixels of the scan frame, fractional; the frame is turned by scan_rotation_rad
+about the cell centre, so the lattice turns in the image], "atom_z" (atomic number), "atom_class", one per
 projected column (STEM) or top-layer site (STM); "polarization"
 (n_cells, 4) for perovskites; "db_occupancy" (n_sites,) for Si(100)-H; and "parameters" (a flat dict).
 """
@@ -61,7 +62,8 @@ def generate_sample(recipe, index: int) -> dict:
         image, clean = _stem_images(labelled, params, fov, n, centre, jax.random.fold_in(key, 2), recipe.tier)
     out = {"image": image.astype(np.float32), "clean": clean.astype(np.float32),
            "parameters": flatten(params), "classes": [*labelled.classes, *labelled.vacancy_class_names]}
-    out.update(_labels(labelled, fov, n, centre, float(acq.get("heatmap_sigma_ang", 0.4))))
+    rotation = 0.0 if recipe.instrument == "stm" else float(acq.get("scan_rotation_rad", 0.0))  # STM scans along x
+    out.update(_labels(labelled, fov, n, centre, rotation, float(acq.get("heatmap_sigma_ang", 0.4))))
     return out
 
 
@@ -72,10 +74,14 @@ def _probe(optics: dict) -> ProbeSpec:
                      aberrations=aberrations)
 
 
-def _grid(fov: float, n: int, centre) -> tuple[np.ndarray, np.ndarray]:
+def _grid(fov: float, n: int, centre, rotation: float, dx=0.0, dy=0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Sample-frame positions (x, y) [Angstrom] of the n x n pixels of a scan frame of `fov` about `centre`,
+    rotated by `rotation` [rad], with the probe displaced by (dx, dy) in the scan frame."""
     u = (np.arange(n) + 0.5) / n * fov - fov / 2
-    x, y = np.meshgrid(centre[0] + u, centre[1] + u)
-    return x, y
+    fu, fv = np.meshgrid(u, u)
+    fu, fv = fu + dx, fv + dy
+    c, s = np.cos(rotation), np.sin(rotation)
+    return centre[0] + c * fu - s * fv, centre[1] + s * fu + c * fv
 
 
 def _stem_images(labelled, params, fov, n, centre, key, tier):
@@ -83,7 +89,6 @@ def _stem_images(labelled, params, fov, n, centre, key, tier):
     field = compute_field(labelled.atoms, _probe(optics), acq.get("detector", "haadf"), tier)
     if optics.get("source_size_ang", 0.0) > 0:
         field = field.blurred(float(optics["source_size_ang"]))
-    x, y = _grid(fov, n, centre)
     rotation = float(acq.get("scan_rotation_rad", 0.0))
     noise = acquisition.ScanNoiseSpec(line_jitter_ang=float(acq.get("line_jitter_ang", 0.0)),
                                       distortion_rms=float(acq.get("distortion_rms", 0.0)),
@@ -91,13 +96,12 @@ def _stem_images(labelled, params, fov, n, centre, key, tier):
     k_scan, k_detect = jax.random.split(key)
     dx, dy = (np.asarray(v, float) for v in acquisition.probe_offsets(k_scan, (n, n), fov / n, float(acq["dwell_s"]),
                                                                        noise, scan_rotation_rad=rotation))
-    c, s = np.cos(rotation), np.sin(rotation)
-    ideal = field(x + c * dx - s * dy, y + s * dx + c * dy)
+    ideal = field(*_grid(fov, n, centre, rotation, dx, dy))
     electrons = acquisition.electrons_per_pixel(float(acq["current_pa"]), float(acq["dwell_s"]))
     detector = acquisition.PMTDetector(enf=float(acq.get("pmt_enf", 1.2))) \
         if acq.get("detector_model", "counting") == "pmt" else acquisition.CountingDetector()
     image = np.asarray(acquisition.detect(k_detect, ideal.astype(np.float32), electrons, detector))
-    return image, field(x, y) * electrons
+    return image, field(*_grid(fov, n, centre, rotation)) * electrons
 
 
 def _stm_images(labelled, params, fov, n, centre, key):
@@ -125,10 +129,9 @@ def _labelled_atoms(labelled) -> np.ndarray:
     return np.sort(first)
 
 
-def _labels(labelled, fov, n, centre, sigma) -> dict:
+def _labels(labelled, fov, n, centre, rotation, sigma) -> dict:
     atoms = labelled.atoms
     pixel = fov / n
-    origin = np.array(centre) - fov / 2
     extent = atoms.cell.lengths()[:2]
     keep = _labelled_atoms(labelled)
     xy = atoms.positions[keep, :2]
@@ -138,10 +141,18 @@ def _labels(labelled, fov, n, centre, sigma) -> dict:
         points.append((np.asarray(labelled.vacancies)[:, :2], np.zeros(len(labelled.vacancies), int),
                        np.asarray(labelled.vacancy_classes) + offset))
     xy_all, z_all, class_all = (np.concatenate(a) for a in zip(*points))
-    xy_all = origin + np.mod(xy_all - origin, extent)  # the periodic image that can fall in view
-    col, row = (xy_all - origin).T / pixel - 0.5
+    xy_all = centre + np.mod(xy_all - centre + extent / 2, extent) - extent / 2  # nearest periodic image
+    reach = np.ceil(fov / np.sqrt(2) / extent).astype(int)  # images that a rotated frame can reach
+    shifts = [(i * extent[0], j * extent[1]) for i in range(-reach[0], reach[0] + 1)
+              for j in range(-reach[1], reach[1] + 1)]
+    xy_all = np.concatenate([xy_all + shift for shift in shifts])
+    z_all, class_all = np.tile(z_all, len(shifts)), np.tile(class_all, len(shifts))
+    c, s = np.cos(rotation), np.sin(rotation)
+    d = xy_all - centre
+    col = (c * d[:, 0] + s * d[:, 1] + fov / 2) / pixel - 0.5  # scan-frame pixel coordinates
+    row = (-s * d[:, 0] + c * d[:, 1] + fov / 2) / pixel - 0.5
     inside = (col >= -0.5) & (col < n - 0.5) & (row >= -0.5) & (row < n - 0.5)
-    gx, gy = _grid(fov, n, centre)
+    gx, gy = _grid(fov, n, centre, rotation)
     mask = np.zeros((n, n), np.int16)
     heatmap = np.zeros((n, n), np.float32)
     best = np.full((n, n), MASK_RADIUS_ANG)
