@@ -25,8 +25,8 @@ sys.path.insert(0, str(ROOT))
 RECIPE = ROOT / "datasets" / "recipes" / "fewshot-tmd.toml"
 EVAL_SEED = 91
 NOMINAL_PA, LOW_PA = [8.0, 40.0], [2.0, 10.0]
-# mask values of the task's five classes: background, metal, chalcogen, antisite, metal_vacancy (the
-# chalcogen_vacancy mask value 4 is never drawn: a column keeps its other chalcogen, whose label wins)
+# mask values of the task's five classes: background, metal, chalcogen, antisite, metal_vacancy (mask value
+# 4, chalcogen_vacancy, marks only the rare columns that lost both chalcogens: left out, see the data card)
 TASK_VALUES = (0, 1, 2, 3, 5)
 TASK_NAMES = ("background", "metal", "chalcogen", "antisite", "metal_vacancy")
 
