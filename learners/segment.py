@@ -10,7 +10,7 @@ After Ziatdinov et al., ACS Nano 11, 12742 (2017) (AtomNet/AtomAI) and Lakshmina
 
 Network output (members, batch, ny, nx, 2 + n_classes): channel 0 the heatmap (unit Gaussians of
 `heatmap_sigma_ang` on the columns), channels 1: the logits of (background, class_0, ..., class_{K-1}).
-Training: `train_atomfinder(directory, ...)` on a twin dataset (learners/train.py's jitted step and fit).
+Training: `train_atomfinder(*read_training_set(directory), key=...)` on a twin dataset (learners/train.py's step and fit).
 """
 
 from __future__ import annotations
@@ -243,8 +243,9 @@ def class_weights(samples: list[dict], n_classes: int, *, cap: float = 10.0) -> 
 
 def make_epoch_batches(samples: list[dict], key, *, steps: int, batch_size: int, crop_px: int):
     """epoch -> list of `steps` batches of `batch_size` random `crop_px` crops with a random rotation by a
-    multiple of 90 degrees and a random flip; a pure function of (key, epoch). A crop touches each image
-    border with probability `BORDER_FRACTION`, so the network learns atoms cut by the field of view."""
+    multiple of 90 degrees or (half of them) by any angle, and a random flip; a pure function of (key, epoch).
+    An unturned crop touches each image border with probability `BORDER_FRACTION`, so the network learns
+    atoms cut by the field of view."""
     small = [s for s in samples if min(s["x"].shape) >= crop_px]
     if not small:
         raise ValueError(f"crop_px={crop_px} is larger than every training image on the model grid")
@@ -256,11 +257,13 @@ def make_epoch_batches(samples: list[dict], key, *, steps: int, batch_size: int,
             parts = {"x": [], "heatmap": [], "classes": []}
             for u_sample, u_row, u_col, u_rot, u_flip, u_edge_row, u_edge_col in step_draws:
                 s = small[int(u_sample * len(small))]
+                if u_rot >= 0.5:  # half the crops: any angle, from the interior of the turned image
+                    s, u_edge_row, u_edge_col = _turned(s, (u_rot - 0.5) * 720.0, crop_px), 0.5, 0.5
                 ny, nx = s["x"].shape
                 r, c = (_offset(u, u_edge, n - crop_px) for u, u_edge, n in ((u_row, u_edge_row, ny),
                                                                               (u_col, u_edge_col, nx)))
                 for name in parts:
-                    crop = np.rot90(s[name][r:r + crop_px, c:c + crop_px], int(u_rot * 4))
+                    crop = np.rot90(s[name][r:r + crop_px, c:c + crop_px], int(u_rot * 8) % 4)
                     parts[name].append(crop[:, ::-1] if u_flip < 0.5 else crop)
             batch = {name: np.ascontiguousarray(np.stack(value)) for name, value in parts.items()}
             batch["x"] = batch["x"][..., None]
@@ -268,6 +271,19 @@ def make_epoch_batches(samples: list[dict], key, *, steps: int, batch_size: int,
         return batches
 
     return epoch_batches
+
+
+def _turned(sample: dict, angle_deg: float, crop_px: int) -> dict:
+    """`sample` turned by `angle_deg` about its centre (linear interpolation; nearest for the classes), cut to
+    the central square that lies inside the original image (at least `crop_px`)."""
+    from scipy import ndimage
+
+    ny, nx = sample["x"].shape
+    theta = np.deg2rad(angle_deg)
+    side = max(int(min(ny, nx) / (abs(np.cos(theta)) + abs(np.sin(theta)))), crop_px)
+    r0, c0 = (ny - side) // 2, (nx - side) // 2
+    return {name: ndimage.rotate(sample[name], angle_deg, reshape=False, order=0 if name == "classes" else 1,
+                                 mode="nearest")[r0:r0 + side, c0:c0 + side] for name in ("x", "heatmap", "classes")}
 
 
 def _offset(u: float, u_edge: float, largest: int) -> int:
@@ -280,14 +296,18 @@ def _offset(u: float, u_edge: float, largest: int) -> int:
 
 def train_atomfinder(samples: list[dict], class_table: dict, *, key, epochs: int = 10, steps_per_epoch: int = 50,
                      batch_size: int = 8, crop_px: int = 64, members: int = 3, depth: int = 3, width: int = 8,
-                     learning_rate: float = 3e-3, checkpoint_dir=None, on_epoch=None, jit: bool = True):
-    """Train an AtomFinder on prepared `samples` (see `read_training_set`). Returns (model, metadata,
-    history); the run is a pure function of `key` and the arguments."""
+                     learning_rate: float = 3e-3, checkpoint_dir=None, on_epoch=None, jit: bool = True,
+                     init: AtomFinder | None = None):
+    """Train an AtomFinder on prepared `samples` (see `read_training_set`), from random weights or from the
+    weights of `init` (same architecture). Returns (model, metadata, history); the run is a pure function of
+    `key` and the arguments."""
     n_classes = len(class_table["classes"])
     arguments = {"n_classes": n_classes, "members": members, "depth": depth, "width": width, "dilations": [1, 2, 4]}
     k_init, k_data, k_step = jax.random.split(key, 3)
     seed = int(jax.random.randint(k_init, (), 0, 2**31 - 1))
     model = AtomFinder(**arguments, rngs=nnx.Rngs(seed))
+    if init is not None:
+        nnx.update(model, nnx.state(init, nnx.Param))
     graphdef, params = nnx.split(model, nnx.Param)
     weights = class_weights(samples, n_classes)
     optimizer = make_optimizer(learning_rate, epochs * steps_per_epoch)

@@ -34,6 +34,7 @@ def main():
     parser.add_argument("--depth", type=int, default=2)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--init", type=Path, help="start from this atom-finder file (fine-tuning)")
     parser.add_argument("--validation", type=int, default=4, help="training-recipe images after --n that choose "
                         "the detection threshold (0: keep 0.5)")
     parser.add_argument("--holdout", type=int, default=4, help="held-out images scored at the end (0: none)")
@@ -42,7 +43,7 @@ def main():
 
     import jax
 
-    from learners.segment import read_training_set, train_atomfinder
+    from learners.segment import load_atomfinder, read_training_set, train_atomfinder
     from learners.train import save_model
     from twin.generate.engine import generate
     from twin.generate.recipe import load_recipe
@@ -61,7 +62,7 @@ def main():
     model, metadata, history = train_atomfinder(
         samples, table, key=jax.random.key(args.seed), epochs=args.epochs, steps_per_epoch=args.steps,
         batch_size=args.batch, crop_px=args.crop, members=args.members, depth=args.depth, width=args.width,
-        learning_rate=args.lr, on_epoch=report)
+        learning_rate=args.lr, on_epoch=report, init=load_atomfinder(args.init)[0] if args.init else None)
     trained = time.perf_counter()
     if args.validation:  # the detection threshold: best F1 on unseen samples of the training recipe
         from learners.segment import score_samples
@@ -72,7 +73,7 @@ def main():
         metadata["threshold"] = max(f1, key=f1.get)
         metadata["training"]["validation_f1"] = f1
         print(f"validation F1 by threshold: {f1}", flush=True)
-    metadata["training"].update({"recipe": recipe.name, "seed": args.seed, "train_seconds": round(trained - generated),
+    metadata["training"].update({"recipe": recipe.name, "seed": args.seed, "init": str(args.init), "train_seconds": round(trained - generated),
                                  "final": history[-1] if history else {}})
     if args.holdout:
         from learners.segment import score_samples
