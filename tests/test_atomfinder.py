@@ -1,0 +1,349 @@
+"""The atom finder (learners/segment.py, learners/atoms.py, learners/cli_atoms.py): kernels against analytic
+cases, learner plumbing on tiny models, the built-in model's accuracy on a held-out recipe and on images
+simulated by abTEM, and the CLI's errors."""
+
+from __future__ import annotations
+
+import csv
+import functools
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+from typer.testing import CliRunner
+
+from learners.atoms import (detection_scores, find_peaks, match, normalize, pixels_to_model, refine_subpixel,
+                            resample)
+from learners.segment import (AtomFinder, load_atomfinder, locate, make_loss, make_optimizer, prepare_sample,
+                              score_image, score_samples, train_atomfinder)
+from learners.train import init_state, load_model, make_train_step, save_model
+
+HELDOUT = "datasets/recipes/graphene-atomfinder-heldout.toml"
+TOLERANCE_ANG = 0.25 * 1.42  # a quarter of graphene's nearest-neighbour distance
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Kernels
+
+
+def test_resample_by_two_is_two_by_two_sum_binning():
+    image = np.arange(6 * 8, dtype=np.float32).reshape(6, 8) ** 1.5
+    binned = image.reshape(3, 2, 4, 2).sum(axis=(1, 3))
+    np.testing.assert_allclose(resample(image, 0.1, 0.2), binned, rtol=1e-6)
+
+
+@pytest.mark.parametrize("pixel", [0.0781, 0.117, 0.29])
+def test_resample_conserves_counts_over_whole_new_pixels(pixel):
+    rng = np.random.default_rng(0)
+    image = rng.poisson(3.0, (90, 70)).astype(np.float32)
+    out = resample(image, pixel, 0.2)
+    covered_y, covered_x = out.shape[0] * 0.2 / pixel, out.shape[1] * 0.2 / pixel
+    assert covered_y <= 90 + 1e-6 and covered_x <= 70 + 1e-6
+    whole = image[:int(covered_y), :int(covered_x)].sum()  # the partial last old pixel is within one row/column
+    assert whole <= out.sum() + 1e-3 <= image.sum() + 1e-3
+
+
+def test_model_coordinates_follow_the_resampling():
+    """A single bright pixel resampled by 2 lands in the model pixel that contains it."""
+    image = np.zeros((40, 40), np.float32)
+    image[13, 26] = 1.0
+    small = resample(image, 0.1, 0.2)
+    col, row = pixels_to_model(26, 13, 0.1, 0.2)
+    assert np.unravel_index(small.argmax(), small.shape) == (6, 13)
+    assert (row, col) == (6.25, 12.75)  # pixel 13 of 0.1 A spans 1.3-1.4 A: model pixel 6 (1.2-1.4 A)
+
+
+def _gaussians(shape, centres, sigma):
+    rows, cols = np.mgrid[0:shape[0], 0:shape[1]]
+    return sum(np.exp(-((rows - r) ** 2 + (cols - c) ** 2) / (2 * sigma**2)) for r, c in centres)
+
+
+def test_subpixel_refinement_recovers_gaussian_centres():
+    centres = [(10.3, 12.8), (25.61, 30.07), (40.5, 9.49)]
+    heatmap = _gaussians((52, 48), centres, 1.5)
+    peaks = find_peaks(heatmap, threshold=0.5)
+    assert len(peaks) == 3
+    refined = refine_subpixel(heatmap, peaks)
+    order = np.argsort(refined[:, 0])
+    np.testing.assert_allclose(refined[order], centres, atol=0.02)
+
+
+def test_find_peaks_keeps_one_of_a_plateau_and_ignores_weak_maxima():
+    heatmap = np.zeros((20, 20))
+    heatmap[5, 5] = heatmap[5, 6] = 1.0
+    heatmap[15, 15] = 0.3
+    np.testing.assert_array_equal(find_peaks(heatmap, threshold=0.5), [[5, 5]])
+
+
+def test_matching_is_one_to_one_within_the_tolerance():
+    truth = np.array([[0.0, 0.0], [1.42, 0.0], [5.0, 5.0]])
+    predicted = np.array([[0.1, 0.0], [0.2, 0.1], [1.5, 0.1], [9.0, 9.0]])
+    i_pred, i_true = match(predicted, truth, 0.355)
+    assert sorted(zip(i_pred.tolist(), i_true.tolist())) == [(0, 0), (2, 1)]
+    scores = detection_scores(predicted, truth, 0.355)
+    assert (scores["tp"], scores["fp"], scores["fn"]) == (2, 2, 1)
+    assert scores["f1"] == pytest.approx(2 * 0.5 * (2 / 3) / (0.5 + 2 / 3))
+
+
+def test_normalize_is_invariant_to_units():
+    rng = np.random.default_rng(1)
+    counts = rng.poisson(0.3, (32, 32)).astype(np.float32)
+    np.testing.assert_allclose(normalize(counts), normalize(37.5 * counts + 4.0), atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Learner plumbing on tiny models and synthetic lattices
+
+
+def _lattice_sample(offset):
+    """A 0.1 A image of Gaussian columns on a 1.42 A square lattice; every 5th column is brighter (class 1)."""
+    rows, cols = np.meshgrid(np.arange(2, 62, 14.2), np.arange(2, 62, 14.2), indexing="ij")
+    rows, cols = rows.ravel() + offset, cols.ravel() + offset
+    classes = (np.arange(len(rows)) % 5 == 0).astype(int)
+    image = sum((1 + 2 * k) * _gaussians((64, 64), [(r, c)], 3.0) for r, c, k in zip(rows, cols, classes))
+    return prepare_sample(image, 0.1, cols, rows, classes)
+
+
+TINY = {"members": 2, "depth": 1, "width": 4, "batch_size": 2, "crop_px": 16, "steps_per_epoch": 2, "jit": False}
+TABLE = {"classes": ["dim", "bright"], "species": ["C", "Si"]}
+
+
+def _params(model):
+    return jax.tree.leaves(nnx.state(model, nnx.Param))
+
+
+@functools.cache
+def tiny_run(seed):
+    samples = [_lattice_sample(0.0), _lattice_sample(3.3)]
+    return train_atomfinder(samples, TABLE, key=jax.random.key(seed), epochs=1, **TINY)
+
+
+def test_training_is_deterministic_for_a_fixed_key():
+    """Un-jitted steps (compiling twice would dominate the run time; jit == no-jit is tested below)."""
+    first, _, h1 = tiny_run(3)
+    samples = [_lattice_sample(0.0), _lattice_sample(3.3)]
+    second, _, h2 = train_atomfinder(samples, TABLE, key=jax.random.key(3), epochs=1, **TINY)
+    assert h1 == h2
+    for a, b in zip(_params(first), _params(second)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    initial = AtomFinder(n_classes=2, members=2, depth=1, width=4, rngs=nnx.Rngs(0))
+    assert len(_params(first)) == len(_params(initial))
+
+
+def test_members_differ_and_output_has_the_documented_shape():
+    model = AtomFinder(n_classes=2, members=2, depth=1, width=4, rngs=nnx.Rngs(0))
+    out = model(np.zeros((3, 16, 24, 1), np.float32) + np.linspace(0, 1, 24, dtype=np.float32)[:, None])
+    assert out.shape == (2, 3, 16, 24, 4)
+    assert not np.allclose(out[0], out[1])
+
+
+def test_train_step_jit_equals_no_jit():
+    """One plain gradient step (SGD, so that round-off is not amplified the way Adam's first step is)."""
+    import optax
+
+    model = AtomFinder(n_classes=2, members=1, depth=1, width=4, rngs=nnx.Rngs(1))
+    graphdef, params = nnx.split(model, nnx.Param)
+    sample = _lattice_sample(1.0)
+    batch = {"x": sample["x"][None, :16, :16, None], "heatmap": sample["heatmap"][None, :16, :16],
+             "classes": sample["classes"][None, :16, :16]}
+    optimizer = optax.sgd(1e-2)
+    loss = make_loss(graphdef, np.ones(3, np.float32))
+    (jitted, m_jit), (plain, m_plain) = (
+        make_train_step(loss, optimizer, jit=jit)(init_state(params, optimizer), batch, jax.random.key(0))
+        for jit in (True, False))
+    for a, b in zip(jax.tree.leaves(jitted.params), jax.tree.leaves(plain.params)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+    assert float(m_jit["loss"]) == pytest.approx(float(m_plain["loss"]), rel=1e-5)
+    moved = max(float(np.abs(np.asarray(a) - np.asarray(b)).max())
+                for a, b in zip(jax.tree.leaves(jitted.params), jax.tree.leaves(params)))
+    assert moved > 1e-5
+
+
+def test_save_load_round_trip_gives_the_same_atoms(tmp_path):
+    model, metadata, _ = tiny_run(3)
+    path = tmp_path / "tiny.twin"
+    save_model(path, model, builder="atomfinder", arguments=metadata["arguments"], metadata=metadata)
+    loaded, meta2 = load_atomfinder(path)
+    assert meta2["classes"] == TABLE["classes"] and meta2["pixel_ang"] == 0.2
+    image = np.random.default_rng(0).poisson(2.0, (50, 70)).astype(np.float32)
+    a, b = locate(model, metadata, image, 0.1, threshold=0.05), locate(loaded, meta2, image, 0.1, threshold=0.05)
+    assert len(a["x_ang"]) > 0
+    for name in ("x_ang", "y_ang", "confidence", "class_index"):
+        np.testing.assert_array_equal(a[name], b[name])
+    x = np.random.default_rng(1).normal(size=(1, 16, 16, 1)).astype(np.float32)
+    np.testing.assert_array_equal(np.asarray(model(x)), np.asarray(loaded(x)))
+
+
+def test_locate_rejects_images_of_the_wrong_rank_and_non_models(tmp_path):
+    model = AtomFinder(n_classes=2, members=1, depth=1, width=4, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="2-D"):
+        locate(model, {**TABLE}, np.zeros((2, 32, 32)), 0.1)
+    with pytest.raises(ValueError, match="pixel_ang"):
+        locate(model, {**TABLE}, np.zeros((32, 32)), -0.1)
+    junk = tmp_path / "junk.twin"
+    junk.write_text("not a model")
+    with pytest.raises(ValueError, match="not a twin model file"):
+        load_atomfinder(junk)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The built-in model
+
+
+@functools.cache
+def builtin():
+    return load_atomfinder("builtin")
+
+
+@functools.cache
+def heldout_samples(n=8):
+    from twin.generate.recipe import load_recipe
+    from twin.generate.sample import generate_sample
+
+    recipe = load_recipe(HELDOUT)
+    return tuple(generate_sample(recipe, i) for i in range(n))
+
+
+def test_builtin_model_is_small_and_an_ensemble():
+    from learners.segment import builtin_path
+
+    model, metadata = builtin()
+    assert builtin_path().stat().st_size < 5e6
+    assert len(model.members) >= 3 and metadata["pixel_ang"] == 0.2
+    assert load_model(builtin_path(), builder="atomfinder")[1]["classes"] == metadata["classes"]
+
+
+@functools.cache
+def heldout_scores():
+    model, metadata = builtin()
+    return score_samples(model, metadata, heldout_samples(), tolerance_ang=TOLERANCE_ANG)
+
+
+def test_builtin_model_on_a_heldout_recipe_at_its_default_dose():
+    """Held-out recipe (other seed, cell, ranges and dopant mix than the training recipe), fast tier, 8 images,
+    the whole field of view, match radius a quarter of the C-C distance. A regression guard below the figures
+    measured on 2026-11-29 (F1 0.754, species accuracy 0.983), not the targets: see the next test."""
+    scores = heldout_scores()
+    assert scores["n_images"] == 8 and scores["tp"] > 1200, scores
+    assert scores["f1"] >= 0.70, scores
+    assert scores["species_accuracy"] >= 0.95, scores
+
+
+@pytest.mark.xfail(strict=True, reason="target F1 >= 0.98 not met by the built-in model: measured 0.754 on "
+                   "2026-11-29. It was trained on frames in the lattice's own orientation (generator before "
+                   "commit 2ee9bcd) plus rotation augmentation; the held-out images now turn the lattice by "
+                   "scan_rotation_rad. Retrain on the current generator (make pretrained)")
+def test_builtin_model_meets_the_f1_target_on_the_heldout_recipe():
+    assert heldout_scores()["f1"] >= 0.98, heldout_scores()
+
+
+def _abtem_haadf(atoms, step, dose_e_per_ang2, key):
+    """HAADF image (ny, nx) of `atoms` by abTEM's multislice, scanned from (0, 0) in `step` [A], in detected
+    electrons at `dose_e_per_ang2` with Poisson noise and a 0.4 A (FWHM) Gaussian source."""
+    import abtem
+    from scipy import ndimage
+
+    abtem.config.set({"precision": "float32", "device": "cpu"})
+    potential = abtem.Potential(atoms, sampling=0.08, slice_thickness=2.0, parametrization="lobato")
+    probe = abtem.Probe(energy=60e3, semiangle_cutoff=30.0, C10=0.0)
+    scan = abtem.GridScan(start=(0, 0), end=tuple(atoms.cell.lengths()[:2]), sampling=step, endpoint=False)
+    measurement = probe.multislice(potential, scan=scan, detectors=abtem.AnnularDetector(90, 200))
+    fraction = measurement.compute(progress_bar=False).array.T  # abTEM is (x, y); ours (y, x)
+    fraction = ndimage.gaussian_filter(fraction, 0.4 / 2.355 / step, mode="wrap")
+    electrons = dose_e_per_ang2 * step**2
+    return np.asarray(jax.random.poisson(key, fraction * electrons), np.float32)
+
+
+def test_builtin_model_on_abtem_images_of_graphene_with_a_dopant_and_a_vacancy():
+    """Cross-simulator check: abTEM (not twin) makes the image; F1 >= 0.95 and the Si dopant is found as Si."""
+    from twin.structures import graphene_with_defects
+
+    atoms = graphene_with_defects((6, 4))  # 14.8 x 17.0 A, one Si, one vacancy
+    step = 0.2
+    image = _abtem_haadf(atoms, step, 4e4, jax.random.key(7))
+    model, metadata = builtin()
+    found = locate(model, metadata, image, step)
+    # scan position i is at x = i step, i.e. pixel centre (i + 0.5) p in locate's frame; periodic copies of
+    # the atoms fall in view at the far edges, so score atoms and detections at least 1 A inside the field
+    extent = np.array([image.shape[1], image.shape[0]]) * step
+    xy = atoms.positions[:, :2] + step / 2
+    xy = np.concatenate([xy + np.array([dx, dy]) * atoms.cell.lengths()[:2] for dx in (-1, 0, 1) for dy in (-1, 0, 1)])
+    numbers = np.tile(atoms.numbers, 9)
+    inside = lambda p: np.all((p > 1.0) & (p < extent - 1.0), axis=1)  # noqa: E731
+    keep = inside(xy)
+    species = np.where(numbers[keep] == 14, "Si", "C").astype(object)
+    detected = inside(np.column_stack([found["x_ang"], found["y_ang"]]))
+    trimmed = {name: np.asarray(value)[detected] for name, value in found.items()}
+    scores = score_image(trimmed, xy[keep, 0], xy[keep, 1], species, tolerance_ang=TOLERANCE_ANG)
+    assert scores["tp"] + scores["fn"] > 50
+    assert scores["f1"] >= 0.95, scores
+    assert list(trimmed["species"]).count("Si") >= 1 and scores["species_correct"] >= 0.95 * scores["tp"], scores
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Command line
+
+
+def _run(*args):
+    from learners.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def test_locate_command_writes_the_documented_csv(tmp_path):
+    sample = heldout_samples()[0]
+    np.save(tmp_path / "image.npy", sample["image"])
+    pixel = sample["parameters"]["acquisition.fov_ang"] / sample["parameters"]["acquisition.pixels"]
+    out = tmp_path / "atoms.csv"
+    result = _run("locate", tmp_path / "image.npy", "--pixel-size", pixel, "--out", out)
+    assert result.exit_code == 0, result.output
+    with open(out) as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["x_ang", "y_ang", "class", "confidence"]
+    model, metadata = builtin()
+    table = np.array([[float(r[0]), float(r[1])] for r in rows[1:]])
+    assert {r[2] for r in rows[1:]} <= set(metadata["classes"])
+    assert all(0.0 <= float(r[3]) <= 1.0 for r in rows[1:])
+    found = locate(model, metadata, sample["image"], pixel)
+    assert len(table) == len(found["x_ang"]) > 100
+    np.testing.assert_allclose(table, np.column_stack([found["x_ang"], found["y_ang"]]), atol=1e-4)
+    assert [r[2] for r in rows[1:]] == list(found["class"])
+
+
+def test_locate_command_errors_name_the_parameter_and_write_nothing(tmp_path):
+    out = tmp_path / "atoms.csv"
+    np.save(tmp_path / "cube.npy", np.zeros((4, 3, 32, 32), np.float32))
+    result = _run("locate", tmp_path / "cube.npy", "--pixel-size", 0.1, "--out", out)
+    assert result.exit_code == 2 and "rank 4" in result.output and not out.exists()
+
+    np.save(tmp_path / "plain.npy", np.ones((64, 64), np.float32))
+    result = _run("locate", tmp_path / "plain.npy", "--out", out)
+    assert result.exit_code == 2 and "--pixel-size" in result.output and not out.exists()
+
+    result = _run("locate", tmp_path / "plain.npy", "--pixel-size", -0.1, "--out", out)
+    assert result.exit_code == 2 and "--pixel-size -0.1" in result.output and not out.exists()
+
+    (tmp_path / "fake.twin").write_bytes(b"\x00\x01 not msgpack")
+    result = _run("locate", tmp_path / "plain.npy", "--pixel-size", 0.1, "--model", tmp_path / "fake.twin",
+                  "--out", out)
+    assert result.exit_code == 2 and "not a twin model file" in result.output and not out.exists()
+
+
+def test_fit_atomfinder_command_trains_and_refuses_what_is_not_a_dataset(tmp_path):
+    from twin.generate.engine import generate
+    from twin.generate.recipe import load_recipe
+
+    data = tmp_path / "data"
+    generate(load_recipe(HELDOUT), data, n_samples=2, shard_size=2, workers=0)
+    model = tmp_path / "m.twin"
+    result = _run("fit", "atomfinder", "--data", data, "--out", model, "--epochs", 1, "--steps", 2, "--batch", 2,
+                  "--crop", 32, "--members", 1, "--width", 4, "--depth", 1)
+    assert result.exit_code == 0, result.output
+    network, metadata = load_atomfinder(model)
+    assert metadata["classes"][0] == "C" and len(network.members) == 1
+
+    result = _run("fit", "atomfinder", "--data", tmp_path, "--out", tmp_path / "n.twin")
+    assert result.exit_code == 2 and "not a twin dataset" in result.output and not (tmp_path / "n.twin").exists()
+    result = _run("fit", "atomfinder", "--data", data, "--out", tmp_path / "n.twin", "--width", 6)
+    assert result.exit_code == 2 and "--width 6" in result.output
