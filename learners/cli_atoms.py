@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -26,6 +24,7 @@ import typer
 
 from learners.cli import app, fit_app
 from twin.cli import _fail
+from twin.io import atomic_path
 
 COLUMNS = ("x_ang", "y_ang", "class", "confidence")
 
@@ -83,14 +82,8 @@ def write_csv(path: Path, found: dict) -> None:
     writer.writerow(COLUMNS)
     for x, y, name, confidence in zip(found["x_ang"], found["y_ang"], found["class"], found["confidence"]):
         writer.writerow([f"{x:.4f}", f"{y:.4f}", name, f"{confidence:.4f}"])
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as f:
-            f.write(text.getvalue())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temporary:
+        temporary.write_text(text.getvalue(), encoding="utf-8")
 
 
 @fit_app.command("atomfinder")

@@ -18,8 +18,6 @@ The mask holds k for the k-th class of the file (uint8 in .png and .tif, int32 i
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Annotated
@@ -29,6 +27,7 @@ import typer
 
 from learners.cli import app, fit_app
 from twin.cli import _fail
+from twin.io import atomic_path
 
 MASK_SUFFIXES = (".npy", ".png", ".tif", ".tiff")
 
@@ -137,9 +136,7 @@ def _back(labels, shape):
 
 def _write_mask(out: Path, labels, n_classes: int) -> None:
     suffix = out.suffix.lower()
-    handle, temporary = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=suffix)
-    os.close(handle)
-    try:
+    with atomic_path(out) as temporary:
         if suffix == ".npy":
             with open(temporary, "wb") as f:
                 np.save(f, labels.astype(np.int32))
@@ -151,10 +148,6 @@ def _write_mask(out: Path, labels, n_classes: int) -> None:
             import tifffile
 
             tifffile.imwrite(temporary, labels.astype(np.uint8))
-        os.replace(temporary, out)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 @fit_app.command("fewshot")

@@ -13,10 +13,9 @@ Errors are one `error: ...` line with exit status 2; nothing is written on error
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
-import os
-import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -25,6 +24,7 @@ import typer
 
 from learners.cli import app, fit_app  # noqa: F401
 from twin.cli import _fail
+from twin.io import atomic_path
 
 
 @fit_app.command("rvae")
@@ -191,19 +191,10 @@ def _write(out: Path, embed: Path | None, model, where: dict, code: dict, *, arg
     """The embedding to a temporary file, the model (atomically), then the embedding renamed into place."""
     from learners.train import save_model
 
-    temporary = None
-    if embed is not None:
-        handle, temporary = tempfile.mkstemp(dir=embed.parent, prefix=f".{embed.name}.", suffix=".part")
-        with os.fdopen(handle, "w", encoding="utf-8") as f:
-            f.write(_embedding_csv(where, code))
-    try:
+    with contextlib.ExitStack() as stack:  # the embedding is renamed into place only if the model is written
+        if embed is not None:
+            stack.enter_context(atomic_path(embed)).write_text(_embedding_csv(where, code), encoding="utf-8")
         save_model(out, model, builder="rvae", arguments=arguments, metadata=metadata)
-        if temporary is not None:
-            os.replace(temporary, embed)
-    except BaseException:
-        if temporary is not None:
-            Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def _embedding_csv(where: dict, code: dict) -> str:

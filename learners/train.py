@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -162,19 +161,12 @@ def save_model(path: str | os.PathLike, model: nnx.Module, *, builder: str, argu
               "metadata": metadata}
     params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     payload = serialization.msgpack_serialize({"header": json.dumps(header), "params": _to_numpy(params)})
+    from twin.io import atomic_path
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(payload)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes 0600 files; a model is as readable as any file
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temporary:
+        temporary.write_bytes(payload)
 
 
 def load_model(path: str | os.PathLike, *, builder: str | None = None) -> tuple[nnx.Module, dict]:

@@ -20,7 +20,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -345,15 +344,10 @@ def load_recipe(path: str | os.PathLike) -> Recipe:
 
 def save_recipe(recipe: Recipe, path: str | os.PathLike) -> None:
     """Write the recipe (defaults filled) as TOML, atomically: a temporary file, then a rename."""
-    path = Path(path)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(tomli_w.dumps(recipe.to_dict()))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from twin.io import atomic_path
+
+    with atomic_path(path) as temporary:
+        temporary.write_text(tomli_w.dumps(recipe.to_dict()), encoding="utf-8")
 
 
 def recipe_hash(recipe: Recipe) -> str:
