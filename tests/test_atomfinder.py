@@ -222,20 +222,13 @@ def heldout_scores():
 
 def test_builtin_model_on_a_heldout_recipe_at_its_default_dose():
     """Held-out recipe (other seed, cell, ranges and dopant mix than the training recipe), fast tier, 8 images,
-    the whole field of view, match radius a quarter of the C-C distance. A regression guard below the figures
-    measured on 2026-11-29 (F1 0.754, species accuracy 0.983), not the targets: see the next test."""
+    the whole field of view, match radius a quarter of the C-C distance. Measured on 2026-11-30: F1 0.886,
+    species accuracy 0.986. The issue's target is F1 >= 0.98; it is not met at these doses (1e4-1e5 e/A^2;
+    F1 0.956 at 1e5 and 0.970 at 3e5, docs/validation.md), so this guards the measured figure."""
     scores = heldout_scores()
     assert scores["n_images"] == 8 and scores["tp"] > 1200, scores
-    assert scores["f1"] >= 0.70, scores
+    assert scores["f1"] >= 0.85, scores
     assert scores["species_accuracy"] >= 0.95, scores
-
-
-@pytest.mark.xfail(strict=True, reason="target F1 >= 0.98 not met by the built-in model: measured 0.754 on "
-                   "2026-11-29. It was trained on frames in the lattice's own orientation (generator before "
-                   "commit 2ee9bcd) plus rotation augmentation; the held-out images now turn the lattice by "
-                   "scan_rotation_rad. Retrain on the current generator (make pretrained)")
-def test_builtin_model_meets_the_f1_target_on_the_heldout_recipe():
-    assert heldout_scores()["f1"] >= 0.98, heldout_scores()
 
 
 def _abtem_haadf(atoms, step, dose_e_per_ang2, key):
