@@ -4,9 +4,17 @@
 registers the learners' commands on it (each in its own module, importing JAX lazily inside commands).
 """
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
 from twin.cli import app
+
+# Arguments that the commands reading one image share
+ImageArgument = Annotated[Path, typer.Argument(help="Image file (.npy, .tif, .dm3/.dm4, .emd, a twin dataset, ...).",
+                                               metavar="IMAGE", show_default=False)]
+IndexOption = Annotated[int, typer.Option(help="Image of a stack or dataset.")]
 
 fit_app = typer.Typer(help="Train a learner on a generated dataset.", no_args_is_help=True)
 app.add_typer(fit_app, name="fit")

@@ -22,7 +22,7 @@ from typing import Annotated
 
 import typer
 
-from learners.cli import app, fit_app
+from learners.cli import ImageArgument, IndexOption, app, fit_app
 from twin.cli import _fail
 from twin.io import atomic_path
 
@@ -31,8 +31,7 @@ COLUMNS = ("x_ang", "y_ang", "class", "confidence")
 
 @app.command("locate")
 def locate_command(
-    image: Annotated[Path, typer.Argument(help="Image file (.npy, .tif, .dm3/.dm4, .emd, a twin dataset, ...).",
-                                          metavar="IMAGE", show_default=False)],
+    image: ImageArgument,
     out: Annotated[Path, typer.Option(help="CSV file: x_ang, y_ang, class, confidence.", metavar="CSV",
                                       show_default=False)],
     model: Annotated[str, typer.Option(help="'builtin' or a model file from `twin fit atomfinder`.",
@@ -40,7 +39,7 @@ def locate_command(
     pixel_size: Annotated[float | None, typer.Option(
         "--pixel-size", help="Pixel size [Angstrom]; default: from IMAGE (required when IMAGE has none).",
         metavar="ANG")] = None,
-    index: Annotated[int, typer.Option(help="Image of a stack or dataset.")] = 0,
+    index: IndexOption = 0,
     threshold: Annotated[float | None, typer.Option(help="Heatmap threshold of a detection (default: the "
                                                          "model's, 0.5).")] = None,
 ):

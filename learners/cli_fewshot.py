@@ -25,7 +25,7 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from learners.cli import app, fit_app
+from learners.cli import ImageArgument, IndexOption, app, fit_app
 from twin.cli import _fail
 from twin.io import atomic_path
 
@@ -34,8 +34,7 @@ MASK_SUFFIXES = (".npy", ".png", ".tif", ".tiff")
 
 @app.command("segment")
 def segment_command(
-    image: Annotated[Path, typer.Argument(help="Image file (.npy, .tif, .dm3/.dm4, .emd, a twin dataset, ...).",
-                                          metavar="IMAGE", show_default=False)],
+    image: ImageArgument,
     support: Annotated[Path, typer.Option(help="JSON file: class name -> labelled points and/or scribbles [pixels].",
                                           metavar="SUPPORT.json", show_default=False)],
     out: Annotated[Path, typer.Option(help="Mask file: .npy, .png or .tif (value k = k-th class).", metavar="MASK",
@@ -45,7 +44,7 @@ def segment_command(
     pixel_size: Annotated[float | None, typer.Option(
         "--pixel-size", help="Pixel size [Angstrom]; default: from IMAGE, else taken as the model's.",
         metavar="ANG")] = None,
-    index: Annotated[int, typer.Option(help="Image of a stack or dataset.")] = 0,
+    index: IndexOption = 0,
 ):
     """Segment IMAGE into the classes labelled in SUPPORT.json and write the label MASK."""
     from twin.cli import check_output
