@@ -355,6 +355,9 @@ def test_concurrent_clients_get_answers_or_busy(served, keys):
     assert sum(t["ok"] + t["busy"] for t in tallies) == n_clients * n_commands
     assert sum(t["busy"] for t in tallies) == server.stats["busy"]
     assert sum(t["ok"] for t in tallies) > 0
+    deadline = time.monotonic() + 5.0  # the server counts a reply just after sending it: let the last count land
+    while server.stats["replies"] < n_clients * n_commands and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert server.stats["replies"] == n_clients * n_commands
     print("remote concurrency", tallies)
 
