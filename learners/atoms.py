@@ -103,6 +103,32 @@ def refine_subpixel(heatmap, peaks) -> np.ndarray:
     return out
 
 
+def centred_inside(heatmap, peaks) -> np.ndarray:
+    """(n,) bool: False for a peak on the outermost pixels of `heatmap` whose column lies outside the image.
+
+    An atom just outside the field of view shows its tail in the image, and its heatmap peaks on the border
+    pixel. Per axis, the parabola through the log of the heatmap at the border pixel and the next two inward
+    has its vertex beyond the image edge (half a pixel out) for such an atom, or rises outward with no vertex."""
+    heatmap = np.asarray(heatmap, np.float64)
+    peaks = np.asarray(peaks, int).reshape(-1, 2)
+    keep = np.ones(len(peaks), bool)
+    for axis, size in ((0, heatmap.shape[0]), (1, heatmap.shape[1])):
+        for border, inward in ((0, 1), (size - 1, -1)):
+            on = np.flatnonzero(peaks[:, axis] == border)
+            if not len(on) or size < 3:
+                continue
+            values = []
+            for step in (0, 1, 2):
+                p = peaks[on].copy()
+                p[:, axis] = border + inward * step
+                values.append(np.log(np.maximum(heatmap[tuple(p.T)], 1e-12)))
+            l0, l1, l2 = values
+            a, b = (l0 - 2 * l1 + l2) / 2, (-3 * l0 + 4 * l1 - l2) / 2  # l(t) = a t^2 + b t + l0, t inward
+            vertex = np.where(a < 0, -b / (2 * np.where(a < 0, a, -1.0)), np.where(b < 0, -np.inf, np.inf))
+            keep[on] &= vertex >= -0.5
+    return keep
+
+
 def match(predicted, truth, tolerance: float) -> tuple[np.ndarray, np.ndarray]:
     """One-to-one matching of `predicted` (n, 2) to `truth` (m, 2) positions minimizing the total distance
     among pairs closer than `tolerance` (Hungarian algorithm). Returns index arrays (i_pred, i_true)."""

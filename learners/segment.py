@@ -21,14 +21,15 @@ import numpy as np
 import optax
 from flax import nnx
 
-from learners.atoms import (MODEL_PIXEL_ANG, detection_scores, f1_from_counts, find_peaks, match, normalize,
-                            pixels_to_model, refine_subpixel, resample)
+from learners.atoms import (MODEL_PIXEL_ANG, centred_inside, detection_scores, f1_from_counts, find_peaks, match,
+                            normalize, pixels_to_model, refine_subpixel, resample)
 from learners.nets.unet import UNet
 from learners.train import fit, init_state, load_model, make_train_step, register_builder
 
 BUILDER = "atomfinder"
 DEFAULT_THRESHOLD = 0.5  # of the heatmap, whose peaks are 1 on an atom
 BORDER_FRACTION = 0.3  # of the training crops along each axis that touch the image border
+TRAINING_MARGIN_ANG = 1.0  # frame cut from the training images (see prepare_sample)
 
 
 @register_builder(BUILDER)
@@ -110,8 +111,8 @@ def predict_maps(model: AtomFinder, image, pixel_ang: float, pixel_model_ang: fl
 def locate(model: AtomFinder, metadata: dict, image, pixel_ang: float, *, threshold: float | None = None) -> dict:
     """Atoms in `image` (ny, nx) with pixels of `pixel_ang` [A].
 
-    Peaks of the ensemble-mean heatmap above `threshold` (default: the model's), refined to sub-pixel
-    precision; per atom the class with the largest ensemble-mean probability (background excluded) in the
+    Peaks of the ensemble-mean heatmap above `threshold` (default: the model's), less those of atoms centred
+    outside the image (`centred_inside`), refined to sub-pixel precision; per atom the class with the largest ensemble-mean probability (background excluded) in the
     3x3 pixels around the peak. Returns (n,) arrays: "x_ang", "y_ang" [A, from the image corner: pixel
     (row, col) has its centre at ((col + 0.5) p, (row + 0.5) p)], "col", "row" [input pixels], "class" (names),
     "class_index", "species", "confidence" (ensemble-mean class probability x the fraction of members whose
@@ -127,6 +128,7 @@ def locate(model: AtomFinder, metadata: dict, image, pixel_ang: float, *, thresh
     heatmaps, probs = predict_maps(model, image, pixel_ang, pixel_model)
     mean_heat = heatmaps.mean(axis=0)
     peaks = find_peaks(mean_heat, threshold=threshold, min_distance_px=2)
+    peaks = peaks[centred_inside(mean_heat, peaks)]
     position = refine_subpixel(mean_heat, peaks)
     members = np.stack([refine_subpixel(h, peaks) for h in heatmaps]) if len(peaks) else np.zeros((len(heatmaps), 0, 2))
     spread = np.sqrt(np.mean(np.sum((members - position[None]) ** 2, axis=-1), axis=0)) * pixel_model
@@ -195,14 +197,22 @@ def targets(shape, col, row, class_index, *, sigma_px: float, radius_px: float) 
 
 
 def prepare_sample(image, pixel_ang: float, col, row, class_index, *, pixel_model_ang: float = MODEL_PIXEL_ANG,
-                   sigma_ang: float = 0.3, radius_ang: float = 0.4) -> dict:
+                   sigma_ang: float = 0.3, radius_ang: float = 0.4, margin_ang: float = TRAINING_MARGIN_ANG) -> dict:
     """One labelled image (ny, nx) with pixels of `pixel_ang` [A] and atoms at pixel coordinates (col, row)
-    -> {"x": normalized image on the model grid (my, mx), "heatmap", "classes"} (see `targets`)."""
+    -> {"x": normalized image on the model grid (my, mx), "heatmap", "classes"} (see `targets`), less a
+    `margin_ang` frame on every side.
+
+    The labels hold only the atoms centred in the field of view, so the targets near the border lack the
+    tails of the atoms just outside it, which the image shows. Without the frame, every edge of a training
+    crop is an interior cut whose targets do hold those tails, as at the edges of an image to locate, where
+    `centred_inside` then drops the peaks of atoms centred outside."""
     small = resample(image, pixel_ang, pixel_model_ang)
     mcol, mrow = pixels_to_model(col, row, pixel_ang, pixel_model_ang)
     heatmap, classes = targets(small.shape, mcol, mrow, class_index, sigma_px=sigma_ang / pixel_model_ang,
                                radius_px=radius_ang / pixel_model_ang)
-    return {"x": normalize(small), "heatmap": heatmap, "classes": classes}
+    m = int(round(margin_ang / pixel_model_ang))
+    inner = (slice(m, small.shape[0] - m), slice(m, small.shape[1] - m))
+    return {"x": normalize(small[inner]), "heatmap": heatmap[inner], "classes": classes[inner]}
 
 
 def read_training_set(directory, *, pixel_model_ang: float = MODEL_PIXEL_ANG, sigma_ang: float = 0.3,
@@ -244,8 +254,8 @@ def class_weights(samples: list[dict], n_classes: int, *, cap: float = 10.0) -> 
 def make_epoch_batches(samples: list[dict], key, *, steps: int, batch_size: int, crop_px: int):
     """epoch -> list of `steps` batches of `batch_size` random `crop_px` crops with a random rotation by a
     multiple of 90 degrees or (half of them) by any angle, and a random flip; a pure function of (key, epoch).
-    An unturned crop touches each image border with probability `BORDER_FRACTION`, so the network learns
-    atoms cut by the field of view."""
+    An unturned crop touches each border of the (framed, see `prepare_sample`) image with probability
+    `BORDER_FRACTION`, so the network learns atoms cut by an edge where its convolutions pad with zeros."""
     small = [s for s in samples if min(s["x"].shape) >= crop_px]
     if not small:
         raise ValueError(f"crop_px={crop_px} is larger than every training image on the model grid")

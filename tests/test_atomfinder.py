@@ -13,10 +13,13 @@ import pytest
 from flax import nnx
 from typer.testing import CliRunner
 
-from learners.atoms import (detection_scores, find_peaks, match, normalize, pixels_to_model, refine_subpixel,
-                            resample)
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from learners.atoms import (centred_inside, detection_scores, find_peaks, match, normalize, pixels_to_model,
+                            refine_subpixel, resample)
 from learners.segment import (AtomFinder, load_atomfinder, locate, make_loss, make_optimizer, prepare_sample,
-                              score_image, score_samples, train_atomfinder)
+                              score_image, score_samples, targets, train_atomfinder)
 from learners.train import init_state, load_model, make_train_step, save_model
 
 HELDOUT = "datasets/recipes/graphene-atomfinder-heldout.toml"
@@ -67,6 +70,29 @@ def test_subpixel_refinement_recovers_gaussian_centres():
     refined = refine_subpixel(heatmap, peaks)
     order = np.argsort(refined[:, 0])
     np.testing.assert_allclose(refined[order], centres, atol=0.02)
+
+
+@settings(max_examples=40, deadline=None)
+@given(centre=st.floats(-2.0, 3.0).filter(lambda c: abs(c + 0.5) > 0.05), along=st.floats(8.0, 24.0),
+       side=st.sampled_from(["top", "bottom", "left", "right"]))
+def test_border_peaks_are_kept_only_for_atoms_centred_inside(centre, along, side):
+    """A Gaussian column `centre` pixels in from one border (negative: outside; the image edge is at -0.5)."""
+    heatmap = _gaussians((32, 32), [(centre, along)], 1.5)
+    heatmap = {"top": heatmap, "bottom": heatmap[::-1], "left": heatmap.T, "right": heatmap.T[:, ::-1]}[side]
+    peaks = find_peaks(heatmap, threshold=0.1)
+    assert len(peaks) == 1
+    assert bool(centred_inside(heatmap, peaks)[0]) == (centre > -0.5)
+
+
+def test_training_targets_keep_the_tails_of_atoms_in_the_cut_frame():
+    """prepare_sample cuts a 1 A frame (5 model pixels) after drawing the targets of every labelled atom."""
+    rows, cols = np.array([8.0, 30.0, 58.0]), np.array([40.0, 8.0, 20.0])  # all three in the frame, at 0.1 A
+    image = _gaussians((64, 64), zip(rows, cols), 3.0)
+    sample = prepare_sample(image, 0.1, cols, rows, [0, 0, 0])
+    heatmap, classes = targets((32, 32), *pixels_to_model(cols, rows, 0.1), [0, 0, 0], sigma_px=1.5, radius_px=2.0)
+    np.testing.assert_array_equal(sample["heatmap"], heatmap[5:-5, 5:-5])
+    np.testing.assert_array_equal(sample["classes"], classes[5:-5, 5:-5])
+    assert sample["x"].shape == (22, 22) and sample["heatmap"][0].max() > 0.5
 
 
 def test_find_peaks_keeps_one_of_a_plateau_and_ignores_weak_maxima():
