@@ -96,15 +96,28 @@ def _apply(graphdef, state, x):
     return nnx.merge(graphdef, state)(x)
 
 
+def _dihedral_forward(model: AtomFinder, image: np.ndarray) -> np.ndarray:
+    """`_forward` averaged over the 8 turns and flips of the square lattice: each output is turned back before
+    the mean, so the maps turn and flip exactly with the image (test-time augmentation)."""
+    total = 0.0
+    for turns in range(4):
+        for flip in (False, True):
+            view = np.rot90(image, turns)
+            out = _forward(model, np.ascontiguousarray(view[:, ::-1] if flip else view))
+            total = total + np.rot90(out[:, :, ::-1] if flip else out, -turns, axes=(1, 2))
+    return total / 8
+
+
 def predict_maps(model: AtomFinder, image, pixel_ang: float, pixel_model_ang: float = MODEL_PIXEL_ANG):
-    """Per-member maps of `image` (ny, nx) with pixels of `pixel_ang` [A], on the model's grid:
-    heatmaps (members, my, mx) and class probabilities (members, my, mx, 1 + K), background first."""
+    """Per-member maps of `image` (ny, nx) with pixels of `pixel_ang` [A], on the model's grid, averaged over
+    the 8 turns and flips (`_dihedral_forward`): heatmaps (members, my, mx) and class probabilities
+    (members, my, mx, 1 + K), background first."""
     small = resample(image, pixel_ang, pixel_model_ang)
     if min(small.shape) < 8:
         raise ValueError(f"image of shape {np.shape(image)} at {pixel_ang} A per pixel is only {small.shape} "
                          f"pixels at the model's {pixel_model_ang} A; give an image at least "
                          f"{8 * pixel_model_ang:.1f} A on a side")
-    out = _forward(model, normalize(small))
+    out = _dihedral_forward(model, normalize(small))
     return out[..., 0], np.asarray(jax.nn.softmax(out[..., 1:], axis=-1))
 
 
