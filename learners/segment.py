@@ -21,8 +21,8 @@ import numpy as np
 import optax
 from flax import nnx
 
-from learners.atoms import (MODEL_PIXEL_ANG, centred_inside, detection_scores, f1_from_counts, find_peaks, match,
-                            normalize, pixels_to_model, refine_subpixel, resample)
+from learners.atoms import (MODEL_PIXEL_ANG, centred_inside, f1_from_counts, find_peaks, match, normalize,
+                            pixels_to_model, refine_subpixel, resample)
 from learners.nets.unet import UNet
 from learners.train import fit, init_state, load_model, make_train_step, register_builder
 
@@ -351,15 +351,30 @@ def train_atomfinder(samples: list[dict], class_table: dict, *, key, epochs: int
 # Scores
 
 
-def score_image(found: dict, x_ang, y_ang, species, *, tolerance_ang: float = 0.355) -> dict:
+def score_image(found: dict, x_ang, y_ang, species, *, tolerance_ang: float = 0.355, field_ang=None) -> dict:
     """Detections `found` (from `locate`) against true atoms at (x_ang, y_ang) [A] with element symbols
-    `species`: tp, fp, fn, precision, recall, f1, and "species_correct" among the matched atoms."""
+    `species`: tp, fp, fn, precision, recall, f1, and "species_correct" among the matched atoms.
+
+    With `field_ang` = (width, height) [A] of the image, the atoms centred within `tolerance_ang` of its edge
+    are left out, with the detections matched to them and the unmatched detections there: no detector can tell
+    an atom centred just inside the edge from one just outside it (which the labels do not hold), as both lie
+    within the match radius of the edge."""
     predicted = np.column_stack([found["x_ang"], found["y_ang"]])
     truth = np.column_stack([x_ang, y_ang])
-    scores = detection_scores(predicted, truth, tolerance_ang)
     i_pred, i_true = match(predicted, truth, tolerance_ang)
-    scores["species_correct"] = int(np.sum(np.asarray(found["species"])[i_pred] == np.asarray(species)[i_true]))
-    return scores
+    count_true, count_pred = np.ones(len(truth), bool), np.ones(len(predicted), bool)
+    if field_ang is not None:
+        width, height = field_ang
+        interior = lambda p: ((p[:, 0] >= tolerance_ang) & (p[:, 0] <= width - tolerance_ang)  # noqa: E731
+                              & (p[:, 1] >= tolerance_ang) & (p[:, 1] <= height - tolerance_ang))
+        count_true, count_pred = interior(truth), interior(predicted)
+        count_pred[i_pred] = count_true[i_true]  # a matched detection counts when its atom does
+    counted = count_true[i_true]
+    tp = int(counted.sum())
+    right = np.asarray(found["species"])[i_pred][counted] == np.asarray(species)[i_true][counted]
+    return {"tp": tp, "fp": int(count_pred.sum()) - tp, "fn": int(count_true.sum()) - tp,
+            **f1_from_counts(tp, int(count_pred.sum()) - tp, int(count_true.sum()) - tp),
+            "species_correct": int(right.sum())}
 
 
 def sample_truth(sample: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
@@ -380,18 +395,26 @@ def score_samples(model: AtomFinder, metadata: dict, samples, *, tolerance_ang: 
     """Detection and species scores of `locate` summed over `samples` (outputs of generate_sample): f1,
     precision, recall (a detection matches a true atom within `tolerance_ang`, one to one), species_accuracy
     (matched atoms whose element is right), dopant_recall (non-C atoms found with the right element) and
-    the counts."""
-    tp = fp = fn = right = dopants = dopants_right = n = 0
+    the counts, over the whole field of view; "interior": f1, precision, recall and counts without the atoms
+    centred within `tolerance_ang` of the edge (see `score_image`)."""
+    totals = {"whole": np.zeros(4, int), "interior": np.zeros(4, int)}  # tp, fp, fn, species right
+    dopants = dopants_right = n = 0
     for sample in samples:
         x, y, species, pixel = sample_truth(sample)
         found = locate(model, metadata, sample["image"], pixel)
-        scores = score_image(found, x, y, species, tolerance_ang=tolerance_ang)
-        tp, fp, fn, right, n = tp + scores["tp"], fp + scores["fp"], fn + scores["fn"], right + scores["species_correct"], n + 1
+        field = np.array(np.shape(sample["image"])[::-1]) * pixel
+        for name, field_ang in (("whole", None), ("interior", field)):
+            scores = score_image(found, x, y, species, tolerance_ang=tolerance_ang, field_ang=field_ang)
+            totals[name] += [scores["tp"], scores["fp"], scores["fn"], scores["species_correct"]]
         predicted = np.column_stack([found["x_ang"], found["y_ang"]])
         i_pred, i_true = match(predicted, np.column_stack([x, y]), tolerance_ang)
         doped = species != "C"
         dopants += int(doped.sum())
         dopants_right += int(np.sum(found["species"][i_pred][doped[i_true]] == species[i_true][doped[i_true]]))
-    return {**f1_from_counts(tp, fp, fn), "species_accuracy": right / tp if tp else 0.0,
-            "dopant_recall": dopants_right / dopants if dopants else float("nan"), "tp": tp, "fp": fp, "fn": fn,
-            "dopants": dopants, "n_images": n}
+        n += 1
+    out = {}
+    for name, (tp, fp, fn, right) in totals.items():
+        out[name] = {**f1_from_counts(int(tp), int(fp), int(fn)), "species_accuracy": right / tp if tp else 0.0,
+                     "tp": int(tp), "fp": int(fp), "fn": int(fn)}
+    return {**out["whole"], "interior": out["interior"],
+            "dopant_recall": dopants_right / dopants if dopants else float("nan"), "dopants": dopants, "n_images": n}

@@ -54,15 +54,15 @@ print(f"12 labelled images in {time.perf_counter() - start:.0f} s")
 
 # %% [markdown]
 # ## 2. Train
-# One U-Net (depth 3, width 8) on random 64 x 64 crops at the model's 0.2 A pixels, with rotations by 90
-# degrees and flips; loss = heatmap mean squared error + class cross-entropy. The run is a pure function of
-# the key.
+# One U-Net (depth 3, width 8) on random 48 x 48 crops at the model's 0.2 A pixels (the training images lose
+# a 1 A frame, see `prepare_sample`), with rotations by 90 degrees and flips; loss = heatmap mean squared
+# error + class cross-entropy. The run is a pure function of the key.
 
 # %%
 samples, classes = read_training_set(data)
 start = time.perf_counter()
 model, metadata, history = train_atomfinder(samples, classes, key=jax.random.PRNGKey(0), epochs=6,
-                                            steps_per_epoch=20, batch_size=8, members=1)
+                                            steps_per_epoch=20, batch_size=8, crop_px=48, members=1)
 print(f"trained in {time.perf_counter() - start:.0f} s; classes {metadata['classes']}")
 print("loss per epoch:", np.round([h["loss"] for h in history], 3))
 assert history[-1]["loss"] < history[0]["loss"]

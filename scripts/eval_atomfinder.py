@@ -8,6 +8,8 @@ rows: the same recipe with a 25 A field (0.098 A pixels), 2 us dwell and the pro
 dose; the structures and every other parameter are drawn as in the recipe (each parameter has its own
 key, so the images differ only in dose). A detection matches a true atom within --tolerance [A] (one to
 one); species accuracy is over the matched atoms; dopant recall counts non-C atoms found as their element.
+"interior": the same without the atoms centred within the match radius of the image edge (see
+learners.segment.score_image).
 """
 
 from __future__ import annotations
@@ -48,13 +50,15 @@ def main():
     recipe = load_recipe(args.recipe)
     rows = [("recipe", recipe)] + [(f"{dose:.0e}", dose_recipe(recipe, dose)) for dose in args.doses]
     print(f"model {args.model}; recipe {recipe.name}; {args.n} images per row; match radius {args.tolerance:.3f} A")
-    print("| dose [e/A^2] | F1 | precision | recall | species accuracy | dopant recall | atoms | s |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| dose [e/A^2] | F1 | precision | recall | F1 interior | precision interior | species accuracy "
+          "| dopant recall | atoms | s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name, variant in rows:
         start = time.perf_counter()
         s = score_samples(model, metadata, (generate_sample(variant, i) for i in range(args.n)),
                           tolerance_ang=args.tolerance)
-        print(f"| {name} | {s['f1']:.4f} | {s['precision']:.4f} | {s['recall']:.4f} | {s['species_accuracy']:.4f} | "
+        print(f"| {name} | {s['f1']:.4f} | {s['precision']:.4f} | {s['recall']:.4f} | {s['interior']['f1']:.4f} | "
+              f"{s['interior']['precision']:.4f} | {s['species_accuracy']:.4f} | "
               f"{s['dopant_recall']:.2f} ({s['dopants']}) | {s['tp'] + s['fn']} | {time.perf_counter() - start:.0f} |",
               flush=True)
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import csv
 import functools
+import sys
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -110,6 +112,21 @@ def test_matching_is_one_to_one_within_the_tolerance():
     scores = detection_scores(predicted, truth, 0.355)
     assert (scores["tp"], scores["fp"], scores["fn"]) == (2, 2, 1)
     assert scores["f1"] == pytest.approx(2 * 0.5 * (2 / 3) / (0.5 + 2 / 3))
+
+
+def test_scores_leave_out_only_atoms_and_detections_at_the_edge():
+    """10 x 10 A field, radius 0.355 A. Truth: one interior atom found, one interior atom missed, one atom
+    centred 0.1 A inside the edge and found. Detections also: one of an atom centred just outside (at the
+    edge, unmatched), one interior false positive."""
+    truth = np.array([[5.0, 5.0], [3.0, 7.0], [0.1, 4.0]])
+    found = {"x_ang": np.array([5.05, 0.12, 9.9, 7.0]), "y_ang": np.array([5.0, 4.02, 2.0, 2.0]),
+             "species": np.array(["C", "C", "C", "C"], dtype=object)}
+    species = np.array(["C", "C", "C"], dtype=object)
+    whole = score_image(found, truth[:, 0], truth[:, 1], species, tolerance_ang=0.355)
+    interior = score_image(found, truth[:, 0], truth[:, 1], species, tolerance_ang=0.355, field_ang=(10.0, 10.0))
+    assert (whole["tp"], whole["fp"], whole["fn"]) == (2, 2, 1)
+    assert (interior["tp"], interior["fp"], interior["fn"]) == (1, 1, 1)
+    assert interior["species_correct"] == 1
 
 
 def test_normalize_is_invariant_to_units():
@@ -240,11 +257,18 @@ def builtin():
 
 
 @functools.cache
-def heldout_samples(n=8):
+def heldout_samples(n=8, dose=None):
+    """The first `n` samples of the held-out recipe; with `dose` [e/A^2], a 25 A field, 2 us dwell and the
+    probe current that gives that dose (scripts/eval_atomfinder.py), every other parameter drawn as written."""
     from twin.generate.recipe import load_recipe
     from twin.generate.sample import generate_sample
 
     recipe = load_recipe(HELDOUT)
+    if dose is not None:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+        from eval_atomfinder import dose_recipe
+
+        recipe = dose_recipe(recipe, dose)
     return tuple(generate_sample(recipe, i) for i in range(n))
 
 
@@ -258,20 +282,30 @@ def test_builtin_model_is_small_and_an_ensemble():
 
 
 @functools.cache
-def heldout_scores():
+def heldout_scores(dose=None):
     model, metadata = builtin()
-    return score_samples(model, metadata, heldout_samples(), tolerance_ang=TOLERANCE_ANG)
+    return score_samples(model, metadata, heldout_samples(dose=dose), tolerance_ang=TOLERANCE_ANG)
 
 
 def test_builtin_model_on_a_heldout_recipe_at_its_default_dose():
     """Held-out recipe (other seed, cell, ranges and dopant mix than the training recipe), fast tier, 8 images,
-    the whole field of view, match radius a quarter of the C-C distance. Measured on 2026-11-30: F1 0.886,
-    species accuracy 0.986. The issue's target is F1 >= 0.98; it is not met at these doses (1e4-1e5 e/A^2;
-    F1 0.956 at 1e5 and 0.970 at 3e5, docs/validation.md), so this guards the measured figure."""
+    match radius a quarter of the C-C distance. Measured on 2026-11-30: F1 0.924 over the whole field, 0.940
+    without the atoms centred within the match radius of the edge; species accuracy 0.988. The issue's target
+    is F1 >= 0.98; it is not met at these doses (1e4-1e5 e/A^2, 3-70 detected electrons per C atom;
+    docs/validation.md), so this guards the measured figures."""
     scores = heldout_scores()
     assert scores["n_images"] == 8 and scores["tp"] > 1200, scores
-    assert scores["f1"] >= 0.85, scores
+    assert scores["f1"] >= 0.90 and scores["interior"]["f1"] >= 0.92, scores
     assert scores["species_accuracy"] >= 0.95, scores
+
+
+def test_builtin_model_reaches_the_target_at_1e5_electrons_per_square_angstrom():
+    """The same 8 held-out structures and optics at 1e5 e/A^2 (30-70 detected electrons per C atom): F1 >= 0.98
+    without the atoms centred within the match radius of the edge (measured 0.992; 0.974 over the whole
+    field, where atoms centred just outside the edge, unlabelled, are found)."""
+    scores = heldout_scores(1e5)
+    assert scores["interior"]["f1"] >= 0.98, scores
+    assert scores["interior"]["species_accuracy"] >= 0.95, scores
 
 
 def _abtem_haadf(atoms, step, dose_e_per_ang2, key):
