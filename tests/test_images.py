@@ -8,6 +8,7 @@ import tifffile
 from typer.testing import CliRunner
 
 from learners.images import read_image
+from tests.dmfile import write_dm
 from twin.cli import app
 from twin.generate.engine import generate
 from twin.generate.recipe import load_recipe, parse_recipe
@@ -51,6 +52,41 @@ def test_emd_through_rosettasciio(tmp_path):
     image, pixel = read_image(tmp_path / "a.emd")
     np.testing.assert_array_equal(image, IMAGE)
     assert pixel == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize("suffix", [".dm3", ".dm4"])
+def test_digitalmicrograph_image_and_calibration(tmp_path, suffix):
+    path = write_dm(tmp_path / f"a{suffix}", IMAGE, scale=0.01, units="nm")  # thumbnail first, as DM writes
+    image, pixel = read_image(path)
+    assert image.dtype == np.float32
+    np.testing.assert_array_equal(image, IMAGE)  # (ny, nx) = (24, 32): rows are y, not transposed
+    assert pixel == pytest.approx(0.1, rel=1e-6)  # float32 scale 0.01 nm
+
+
+@pytest.mark.parametrize("units, scale, expected", [("\u00c5", 0.25, 0.25), ("\u00b5m", 2e-5, 0.2),
+                                                     ("\u03bcm", 2e-5, 0.2), ("1/nm", 0.5, None), ("", 1.0, None)])
+def test_digitalmicrograph_units(tmp_path, units, scale, expected):
+    """Angstrom, micrometre with the micro sign and with Greek mu; a reciprocal or no unit gives no pixel size."""
+    image, pixel = read_image(write_dm(tmp_path / "a.dm4", IMAGE, scale=scale, units=units))
+    np.testing.assert_array_equal(image, IMAGE)
+    assert pixel == (pytest.approx(expected, rel=1e-6) if expected else None)
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.int16, np.int32, np.float64])
+def test_digitalmicrograph_data_types(tmp_path, dtype):
+    data = (IMAGE - 300).astype(dtype) if np.issubdtype(dtype, np.signedinteger) else IMAGE.astype(dtype)
+    image, pixel = read_image(write_dm(tmp_path / "a.dm3", data, scale=0.01, units="nm"))
+    assert image.dtype == np.float32 and pixel == pytest.approx(0.1, rel=1e-6)
+    np.testing.assert_array_equal(image, data.astype(np.float32))
+
+
+def test_digitalmicrograph_stack(tmp_path):
+    path = write_dm(tmp_path / "a.dm4", np.stack([IMAGE, 2 * IMAGE, 3 * IMAGE]), scale=0.01, units="nm")
+    image, pixel = read_image(path, index=2)
+    np.testing.assert_array_equal(image, 3 * IMAGE)
+    assert pixel == pytest.approx(0.1, rel=1e-6)
+    with pytest.raises(ValueError, match="--index 3 is out of range for the stack of 3"):
+        read_image(path, index=3)
 
 
 def test_twin_dataset_and_simulation_files(tmp_path):
