@@ -125,8 +125,8 @@ def locate(model: AtomFinder, metadata: dict, image, pixel_ang: float, *, thresh
     """Atoms in `image` (ny, nx) with pixels of `pixel_ang` [A].
 
     Peaks of the ensemble-mean heatmap above `threshold` (default: the model's), less those of atoms centred
-    outside the image (`centred_inside`), refined to sub-pixel precision; per atom the class with the largest ensemble-mean probability (background excluded) in the
-    3x3 pixels around the peak. Returns (n,) arrays: "x_ang", "y_ang" [A, from the image corner: pixel
+    outside the image (`centred_inside`), refined to sub-pixel precision; per atom the class with the largest
+    ensemble-mean probability (background excluded) in the 3x3 pixels around the peak. Returns (n,) arrays: "x_ang", "y_ang" [A, from the image corner: pixel
     (row, col) has its centre at ((col + 0.5) p, (row + 0.5) p)], "col", "row" [input pixels], "class" (names),
     "class_index", "species", "confidence" (ensemble-mean class probability x the fraction of members whose
     own heatmap passes the threshold there, in [0, 1]), "agreement" (that fraction) and "position_std_ang"
@@ -364,17 +364,19 @@ def score_image(found: dict, x_ang, y_ang, species, *, tolerance_ang: float = 0.
     i_pred, i_true = match(predicted, truth, tolerance_ang)
     count_true, count_pred = np.ones(len(truth), bool), np.ones(len(predicted), bool)
     if field_ang is not None:
-        width, height = field_ang
-        interior = lambda p: ((p[:, 0] >= tolerance_ang) & (p[:, 0] <= width - tolerance_ang)  # noqa: E731
-                              & (p[:, 1] >= tolerance_ang) & (p[:, 1] <= height - tolerance_ang))
-        count_true, count_pred = interior(truth), interior(predicted)
+        count_true, count_pred = (_interior(p, field_ang, tolerance_ang) for p in (truth, predicted))
         count_pred[i_pred] = count_true[i_true]  # a matched detection counts when its atom does
     counted = count_true[i_true]
     tp = int(counted.sum())
+    fp, fn = int(count_pred.sum()) - tp, int(count_true.sum()) - tp
     right = np.asarray(found["species"])[i_pred][counted] == np.asarray(species)[i_true][counted]
-    return {"tp": tp, "fp": int(count_pred.sum()) - tp, "fn": int(count_true.sum()) - tp,
-            **f1_from_counts(tp, int(count_pred.sum()) - tp, int(count_true.sum()) - tp),
-            "species_correct": int(right.sum())}
+    return {"tp": tp, "fp": fp, "fn": fn, **f1_from_counts(tp, fp, fn), "species_correct": int(right.sum())}
+
+
+def _interior(points: np.ndarray, field_ang, margin_ang: float) -> np.ndarray:
+    """(n,) bool: (x, y) `points` [A] at least `margin_ang` inside a field of `field_ang` = (width, height)."""
+    upper = np.asarray(field_ang, np.float64) - margin_ang
+    return np.all((points >= margin_ang) & (points <= upper), axis=1)
 
 
 def sample_truth(sample: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
