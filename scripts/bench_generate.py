@@ -99,8 +99,8 @@ def job(recipe, index: int) -> dict:
     return dict(atoms=labelled.atoms, probe=probe, angles=channel_angles(acq.get("detector", "haadf"),
                 probe.semiangle), extent=extent, gpts=grid_shape(extent, sampling)[::-1], sampling=sampling,
                 scan_gpts=(len(xs), len(ys)), step=step, source=float(optics.get("source_size_ang", 0.0)),
-                fov=fov, n=n, electrons=float(acquisition.electrons_per_pixel(float(acq["current_pa"]),
-                                                                               float(acq["dwell_s"]))))
+                fov=fov, n=n, rotation=float(acq.get("scan_rotation_rad", 0.0)),
+                electrons=float(acquisition.electrons_per_pixel(float(acq["current_pa"]), float(acq["dwell_s"]))))
 
 
 def abtem_image(spec: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -117,7 +117,7 @@ def abtem_image(spec: dict) -> tuple[np.ndarray, np.ndarray]:
     raw = measurement.compute(progress_bar=False)
     fine = raw.interpolate(sampling=spec["fov"] / spec["n"]).gaussian_filter(spec["source"])
     array = np.asarray(fine.array).T  # abTEM is (x, y)
-    x, y = _grid(spec["fov"], spec["n"], (spec["extent"][0] / 2, spec["extent"][1] / 2))
+    x, y = _grid(spec["fov"], spec["n"], (spec["extent"][0] / 2, spec["extent"][1] / 2), spec["rotation"])
     rows, cols = y / spec["extent"][1] * array.shape[0], x / spec["extent"][0] * array.shape[1]
     image = ndimage.map_coordinates(array, [rows, cols], order=3, mode="grid-wrap")
     return image, np.asarray(raw.array).T
@@ -128,7 +128,7 @@ def through_twin_field(raw: np.ndarray, spec: dict) -> np.ndarray:
     field = SignalField(np.fft.fft2(raw) / raw.size, spec["extent"])
     if spec["source"] > 0:
         field = field.blurred(spec["source"])
-    return field(*_grid(spec["fov"], spec["n"], (spec["extent"][0] / 2, spec["extent"][1] / 2)))
+    return field(*_grid(spec["fov"], spec["n"], (spec["extent"][0] / 2, spec["extent"][1] / 2), spec["rotation"]))
 
 
 def compare(ours: np.ndarray, reference: np.ndarray) -> str:
