@@ -353,7 +353,8 @@ def train_atomfinder(samples: list[dict], class_table: dict, *, key, epochs: int
 
 def score_image(found: dict, x_ang, y_ang, species, *, tolerance_ang: float = 0.355, field_ang=None) -> dict:
     """Detections `found` (from `locate`) against true atoms at (x_ang, y_ang) [A] with element symbols
-    `species`: tp, fp, fn, precision, recall, f1, and "species_correct" among the matched atoms.
+    `species`: tp, fp, fn, precision, recall, f1, "species_correct" among the matched atoms, and "dopants"
+    (counted non-C atoms) with "dopants_right" (those matched with the right element).
 
     With `field_ang` = (width, height) [A] of the image, the atoms centred within `tolerance_ang` of its edge
     are left out, with the detections matched to them and the unmatched detections there: no detector can tell
@@ -369,8 +370,11 @@ def score_image(found: dict, x_ang, y_ang, species, *, tolerance_ang: float = 0.
     counted = count_true[i_true]
     tp = int(counted.sum())
     fp, fn = int(count_pred.sum()) - tp, int(count_true.sum()) - tp
-    right = np.asarray(found["species"])[i_pred][counted] == np.asarray(species)[i_true][counted]
-    return {"tp": tp, "fp": fp, "fn": fn, **f1_from_counts(tp, fp, fn), "species_correct": int(right.sum())}
+    species = np.asarray(species)
+    right = np.asarray(found["species"])[i_pred][counted] == species[i_true][counted]
+    doped = species[i_true][counted] != "C"
+    return {"tp": tp, "fp": fp, "fn": fn, **f1_from_counts(tp, fp, fn), "species_correct": int(right.sum()),
+            "dopants": int(np.sum((species != "C") & count_true)), "dopants_right": int(right[doped].sum())}
 
 
 def _interior(points: np.ndarray, field_ang, margin_ang: float) -> np.ndarray:
@@ -399,24 +403,22 @@ def score_samples(model: AtomFinder, metadata: dict, samples, *, tolerance_ang: 
     (matched atoms whose element is right), dopant_recall (non-C atoms found with the right element) and
     the counts, over the whole field of view; "interior": f1, precision, recall and counts without the atoms
     centred within `tolerance_ang` of the edge (see `score_image`)."""
-    totals = {"whole": np.zeros(4, int), "interior": np.zeros(4, int)}  # tp, fp, fn, species right
-    dopants = dopants_right = n = 0
+    totals = {"whole": np.zeros(6, int), "interior": np.zeros(6, int)}
+    keys = ("tp", "fp", "fn", "species_correct", "dopants", "dopants_right")
+    n = 0
     for sample in samples:
         x, y, species, pixel = sample_truth(sample)
         found = locate(model, metadata, sample["image"], pixel)
         field = np.array(np.shape(sample["image"])[::-1]) * pixel
         for name, field_ang in (("whole", None), ("interior", field)):
             scores = score_image(found, x, y, species, tolerance_ang=tolerance_ang, field_ang=field_ang)
-            totals[name] += [scores["tp"], scores["fp"], scores["fn"], scores["species_correct"]]
-        predicted = np.column_stack([found["x_ang"], found["y_ang"]])
-        i_pred, i_true = match(predicted, np.column_stack([x, y]), tolerance_ang)
-        doped = species != "C"
-        dopants += int(doped.sum())
-        dopants_right += int(np.sum(found["species"][i_pred][doped[i_true]] == species[i_true][doped[i_true]]))
+            totals[name] += [scores[k] for k in keys]
         n += 1
+    dopants, dopants_right = totals["whole"][4:]
     out = {}
-    for name, (tp, fp, fn, right) in totals.items():
+    for name, (tp, fp, fn, right, _, _) in totals.items():
         out[name] = {**f1_from_counts(int(tp), int(fp), int(fn)), "species_accuracy": right / tp if tp else 0.0,
                      "tp": int(tp), "fp": int(fp), "fn": int(fn)}
     return {**out["whole"], "interior": out["interior"],
-            "dopant_recall": dopants_right / dopants if dopants else float("nan"), "dopants": dopants, "n_images": n}
+            "dopant_recall": dopants_right / dopants if dopants else float("nan"), "dopants": int(dopants),
+            "n_images": n}

@@ -121,12 +121,13 @@ def test_scores_leave_out_only_atoms_and_detections_at_the_edge():
     truth = np.array([[5.0, 5.0], [3.0, 7.0], [0.1, 4.0]])
     found = {"x_ang": np.array([5.05, 0.12, 9.9, 7.0]), "y_ang": np.array([5.0, 4.02, 2.0, 2.0]),
              "species": np.array(["C", "C", "C", "C"], dtype=object)}
-    species = np.array(["C", "C", "C"], dtype=object)
+    species = np.array(["C", "Si", "C"], dtype=object)  # the missed interior atom is a dopant
     whole = score_image(found, truth[:, 0], truth[:, 1], species, tolerance_ang=0.355)
     interior = score_image(found, truth[:, 0], truth[:, 1], species, tolerance_ang=0.355, field_ang=(10.0, 10.0))
     assert (whole["tp"], whole["fp"], whole["fn"]) == (2, 2, 1)
     assert (interior["tp"], interior["fp"], interior["fn"]) == (1, 1, 1)
     assert interior["species_correct"] == 1
+    assert (whole["dopants"], whole["dopants_right"]) == (1, 0)
 
 
 def test_normalize_is_invariant_to_units():
