@@ -42,6 +42,10 @@ def locate_command(
     index: IndexOption = 0,
     threshold: Annotated[float | None, typer.Option(help="Heatmap threshold of a detection (default: the "
                                                          "model's, 0.5).")] = None,
+    lattice: Annotated[bool | None, typer.Option(
+        "--lattice/--no-lattice", help="Average positions with those their neighbours predict through the "
+        "image's own lattice (default: the model's; on for builtin). Use --no-lattice to measure strain.",
+        show_default=False)] = None,
 ):
     """Find the atoms in IMAGE and write their positions, classes and confidences to CSV."""
     from twin.cli import check_output
@@ -64,7 +68,7 @@ def locate_command(
 
         network, metadata = load_atomfinder(model)
         start = time.perf_counter()
-        found = locate(network, metadata, data, pixel, threshold=threshold)
+        found = locate(network, metadata, data, pixel, threshold=threshold, lattice=lattice)
         write_csv(out, found)
     except (ValueError, OSError) as e:
         _fail(str(e))

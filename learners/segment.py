@@ -21,8 +21,8 @@ import numpy as np
 import optax
 from flax import nnx
 
-from learners.atoms import (MODEL_PIXEL_ANG, centred_inside, f1_from_counts, find_peaks, match, normalize,
-                            pixels_to_model, refine_subpixel, resample)
+from learners.atoms import (MODEL_PIXEL_ANG, centred_inside, f1_from_counts, find_peaks, lattice_average,
+                            lattice_vectors, match, normalize, pixels_to_model, refine_subpixel, resample)
 from learners.nets.unet import UNet
 from learners.train import fit, init_state, load_model, make_train_step, register_builder
 
@@ -121,12 +121,16 @@ def predict_maps(model: AtomFinder, image, pixel_ang: float, pixel_model_ang: fl
     return out[..., 0], np.asarray(jax.nn.softmax(out[..., 1:], axis=-1))
 
 
-def locate(model: AtomFinder, metadata: dict, image, pixel_ang: float, *, threshold: float | None = None) -> dict:
+def locate(model: AtomFinder, metadata: dict, image, pixel_ang: float, *, threshold: float | None = None,
+           lattice: bool | None = None) -> dict:
     """Atoms in `image` (ny, nx) with pixels of `pixel_ang` [A].
 
     Peaks of the ensemble-mean heatmap above `threshold` (default: the model's), less those of atoms centred
     outside the image (`centred_inside`), refined to sub-pixel precision; per atom the class with the largest
-    ensemble-mean probability (background excluded) in the 3x3 pixels around the peak. Returns (n,) arrays: "x_ang", "y_ang" [A, from the image corner: pixel
+    ensemble-mean probability (background excluded) in the 3x3 pixels around the peak. With `lattice` (default:
+    the model's "lattice", True for the built-in graphene model) the positions are then averaged with those
+    their neighbours predict through the crystal's own displacement vectors (`learners.atoms.lattice_vectors`,
+    `lattice_average`); leave it out to measure strain or polarization, which it would smooth. Returns (n,) arrays: "x_ang", "y_ang" [A, from the image corner: pixel
     (row, col) has its centre at ((col + 0.5) p, (row + 0.5) p)], "col", "row" [input pixels], "class" (names),
     "class_index", "species", "confidence" (ensemble-mean class probability x the fraction of members whose
     own heatmap passes the threshold there, in [0, 1]), "agreement" (that fraction) and "position_std_ang"
@@ -152,6 +156,9 @@ def locate(model: AtomFinder, metadata: dict, image, pixel_ang: float, *, thresh
     class_prob = window[np.arange(len(peaks)), class_index] if len(peaks) else np.zeros(0)
     classes, species = list(metadata["classes"]), list(metadata["species"])
     x_ang, y_ang = (position[:, 1] + 0.5) * pixel_model, (position[:, 0] + 0.5) * pixel_model
+    if metadata.get("lattice", False) if lattice is None else lattice:
+        points = np.column_stack([x_ang, y_ang])
+        x_ang, y_ang = lattice_average(points, lattice_vectors(points)).T
     return {"x_ang": x_ang, "y_ang": y_ang, "col": x_ang / pixel_ang - 0.5, "row": y_ang / pixel_ang - 0.5,
             "class": np.array([classes[i] for i in class_index], dtype=object),
             "species": np.array([species[i] for i in class_index], dtype=object), "class_index": class_index,

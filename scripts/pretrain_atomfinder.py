@@ -39,6 +39,8 @@ def main():
     parser.add_argument("--validation", type=int, default=4, help="training-recipe images after --n that choose "
                         "the detection threshold (0: keep 0.5)")
     parser.add_argument("--holdout", type=int, default=4, help="held-out images scored at the end (0: none)")
+    parser.add_argument("--lattice", action="store_true", help="the model averages positions with the image's own "
+                        "lattice by default (learners.segment.locate); the threshold is chosen with it")
     parser.add_argument("--out", default=ROOT / "learners/pretrained/atomfinder.twin", type=Path)
     args = parser.parse_args()
 
@@ -65,6 +67,7 @@ def main():
         batch_size=args.batch, crop_px=args.crop, members=args.members, depth=args.depth, width=args.width,
         learning_rate=args.lr, on_epoch=report, init=load_atomfinder(args.init)[0] if args.init else None)
     trained = time.perf_counter()
+    metadata["lattice"] = args.lattice
     if args.validation:  # the detection threshold: best F1 on unseen samples of the training recipe
         from learners.segment import score_samples
         from twin.generate.sample import generate_sample

@@ -8,6 +8,8 @@ GroupNorm instead of BatchNorm keeps the model free of running statistics, so th
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -19,7 +21,7 @@ class ConvBlock(nnx.Module):
     """Two 3x3 convolutions, each followed by GroupNorm and GELU."""
 
     def __init__(self, in_channels: int, out_channels: int, *, dilation: int = 1, rngs: nnx.Rngs):
-        groups = min(8, out_channels)
+        groups = math.gcd(8, out_channels)  # 8 groups where the width allows
         self.conv1 = nnx.Conv(in_channels, out_channels, (3, 3), kernel_dilation=dilation, rngs=rngs)
         self.norm1 = nnx.GroupNorm(out_channels, num_groups=groups, rngs=rngs)
         self.conv2 = nnx.Conv(out_channels, out_channels, (3, 3), kernel_dilation=dilation, rngs=rngs)
