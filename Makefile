@@ -22,7 +22,7 @@ bench: $(STAMP)
 pretrained: $(STAMP)  # retrain the built-in models shipped in learners/pretrained/
 	$(PY) scripts/pretrain_atomfinder.py --data build/graphene-atomfinder --out build/atomfinder-stage1.twin
 	$(PY) scripts/pretrain_atomfinder.py --data build/graphene-atomfinder --init build/atomfinder-stage1.twin \
-		--lr 1e-3 --epochs 24
+		--lr 1e-3 --epochs 24 --lattice
 	$(PY) scripts/pretrain_fewshot.py
 
 clean:
