@@ -104,7 +104,7 @@ def _segment_at_pixel_size(fewshot, network, metadata, data, entries, pixel_size
         labels, _, names = fewshot.segment(network, data, entries)
         return labels, names, note
     names, flat, classes = fewshot.support_pixels(entries, data.shape)
-    small = fewshot.resample(data, factor)
+    small = fewshot.zoom(data, factor)
     y, x = divmod(flat, data.shape[1])
     scaled = {}
     for k, name in enumerate(names):

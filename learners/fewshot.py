@@ -271,7 +271,7 @@ def segment(model: UNet, image, support: Mapping, *, refine_steps: int = 5, smoo
 
     Returns labels (ny, nx) int32 (value k = k-th support class), probabilities (ny, nx, n_classes) and the
     class names. The image should have about the pixel size the model was trained at (metadata
-    "pixel_size_ang"; `resample` adapts it)."""
+    "pixel_size_ang"; `zoom` adapts it)."""
     image = np.asarray(image, np.float32)
     if image.ndim != 2:
         raise ValueError(f"image has shape {image.shape} (rank {image.ndim}); give a 2-D image (ny, nx)")
@@ -290,7 +290,7 @@ def segment(model: UNet, image, support: Mapping, *, refine_steps: int = 5, smoo
 _segment_jit = jax.jit(segment_embedding, static_argnames=("n_classes", "refine_steps", "smooth_px"))
 
 
-def resample(image: np.ndarray, factor: float, *, order: int = 1) -> np.ndarray:
+def zoom(image: np.ndarray, factor: float, *, order: int = 1) -> np.ndarray:
     """`image` zoomed by `factor` (spline of `order`; 0 for labels); factor 1 returns it unchanged."""
     if abs(factor - 1.0) < 1e-3:
         return image
