@@ -135,11 +135,12 @@ def lattice_vectors(points, *, reach_ang: float = 5.0, min_share: float = 0.25, 
                     radius_ang: float = 0.35) -> np.ndarray:
     """(m, 2) displacements [A] between atoms of the crystal in `points` (n, 2) [A], learnt from the points.
 
-    The displacements between all pairs closer than `reach_ang` (+ `radius_ang`) are histogrammed (bins of `bin_ang`); a
-    vector is a local maximum of the smoothed counts within `radius_ang` that holds at least `min_share` x n
-    pairs within `radius_ang`, refined by mean shift (the mean of the pairs within `radius_ang`, repeated). In a honeycomb every lattice translation holds ~n pairs and every bond ~n/2;
-    in an amorphous film or a handful of points no maximum holds enough, and the result is empty. The set is
-    symmetric (v and -v) and excludes 0."""
+    The displacements between all pairs closer than `reach_ang` (+ `radius_ang`) are histogrammed in bins of
+    `bin_ang`. A vector is a local maximum of the smoothed counts within `radius_ang` that holds at least
+    `min_share` x n pairs within `radius_ang`, refined by mean shift (the mean of the pairs within `radius_ang`,
+    repeated). In a honeycomb every lattice translation holds ~n pairs and every bond ~n/2; in an amorphous film
+    or a handful of points no maximum holds enough, and the result is empty. The set is symmetric (v and -v),
+    without 0, and holds the vectors up to `reach_ang`."""
     points = np.asarray(points, np.float64).reshape(-1, 2)
     extent = reach_ang + radius_ang  # so that the vectors near the reach keep all their pairs
     pairs = cKDTree(points).query_pairs(extent, output_type="ndarray")
@@ -154,7 +155,8 @@ def lattice_vectors(points, *, reach_ang: float = 5.0, min_share: float = 0.25, 
     disc = np.hypot(*np.mgrid[-r:r + 1, -r:r + 1]) <= r
     mass = ndimage.convolve(counts, disc.astype(np.float64), mode="constant")
     smooth = ndimage.gaussian_filter(counts, radius_ang / bin_ang / 3, mode="constant")
-    peaks = (smooth == ndimage.maximum_filter(smooth, footprint=disc, mode="constant")) & (mass >= min_share * len(points))
+    peaks = smooth == ndimage.maximum_filter(smooth, footprint=disc, mode="constant")
+    peaks &= mass >= min_share * len(points)
     centres = (np.argwhere(peaks) + 0.5) * bin_ang - extent
     centres = centres[(np.hypot(*centres.T) > 2 * radius_ang) & (np.hypot(*centres.T) <= reach_ang)]
     tree = cKDTree(d)

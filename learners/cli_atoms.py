@@ -41,7 +41,7 @@ def locate_command(
         metavar="ANG")] = None,
     index: IndexOption = 0,
     threshold: Annotated[float | None, typer.Option(help="Heatmap threshold of a detection (default: the "
-                                                         "model's, 0.5).")] = None,
+                                                         "model's; 0.25 for builtin).")] = None,
     lattice: Annotated[bool | None, typer.Option(
         "--lattice/--no-lattice", help="Average positions with those their neighbours predict through the "
         "image's own lattice (default: the model's; on for builtin). Use --no-lattice to measure strain.",

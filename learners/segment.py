@@ -10,7 +10,8 @@ After Ziatdinov et al., ACS Nano 11, 12742 (2017) (AtomNet/AtomAI) and Lakshmina
 
 Network output (members, batch, ny, nx, 2 + n_classes): channel 0 the heatmap (unit Gaussians of
 `heatmap_sigma_ang` on the columns), channels 1: the logits of (background, class_0, ..., class_{K-1}).
-Training: `train_atomfinder(*read_training_set(directory), key=...)` on a twin dataset (learners/train.py's step and fit).
+Training: `train_atomfinder(*read_training_set(directory), key=...)` on a twin dataset (learners/train.py's
+step and fit).
 """
 
 from __future__ import annotations
@@ -130,11 +131,13 @@ def locate(model: AtomFinder, metadata: dict, image, pixel_ang: float, *, thresh
     ensemble-mean probability (background excluded) in the 3x3 pixels around the peak. With `lattice` (default:
     the model's "lattice", True for the built-in graphene model) the positions are then averaged with those
     their neighbours predict through the crystal's own displacement vectors (`learners.atoms.lattice_vectors`,
-    `lattice_average`); leave it out to measure strain or polarization, which it would smooth. Returns (n,) arrays: "x_ang", "y_ang" [A, from the image corner: pixel
-    (row, col) has its centre at ((col + 0.5) p, (row + 0.5) p)], "col", "row" [input pixels], "class" (names),
-    "class_index", "species", "confidence" (ensemble-mean class probability x the fraction of members whose
-    own heatmap passes the threshold there, in [0, 1]), "agreement" (that fraction) and "position_std_ang"
-    (the RMS spread of the members' refined positions [A])."""
+    `lattice_average`); leave it out to measure strain or polarization, which it would smooth.
+
+    Returns (n,) arrays: "x_ang", "y_ang" [A, from the image corner: pixel (row, col) has its centre at
+    ((col + 0.5) p, (row + 0.5) p)], "col", "row" [input pixels], "class" (names), "class_index", "species",
+    "confidence" (ensemble-mean class probability x the fraction of members whose own heatmap passes the
+    threshold there, in [0, 1]), "agreement" (that fraction) and "position_std_ang" (the RMS spread of the
+    members' refined positions [A])."""
     image = np.asarray(image, np.float32)
     if image.ndim != 2:
         raise ValueError(f"image of shape {image.shape} is not allowed; give a 2-D (ny, nx) image")
