@@ -132,7 +132,7 @@ def centred_inside(heatmap, peaks) -> np.ndarray:
 
 
 def lattice_vectors(points, *, reach_ang: float = 5.0, min_share: float = 0.25, bin_ang: float = 0.05,
-                    radius_ang: float = 0.35) -> np.ndarray:
+                    radius_ang: float = 0.35, anchors: int = 4000) -> np.ndarray:
     """(m, 2) displacements [A] between atoms of the crystal in `points` (n, 2) [A], learnt from the points.
 
     The displacements between all pairs closer than `reach_ang` (+ `radius_ang`) are histogrammed in bins of
@@ -140,14 +140,17 @@ def lattice_vectors(points, *, reach_ang: float = 5.0, min_share: float = 0.25, 
     `min_share` x n pairs within `radius_ang`, refined by mean shift (the mean of the pairs within `radius_ang`,
     repeated). In a honeycomb every lattice translation holds ~n pairs and every bond ~n/2; in an amorphous film
     or a handful of points no maximum holds enough, and the result is empty. The set is symmetric (v and -v),
-    without 0, and holds the vectors up to `reach_ang`."""
+    without 0, and holds the vectors up to `reach_ang`. Above `anchors` points, only the displacements from a
+    fixed random subset of `anchors` points to their neighbours are counted, which bounds time and memory."""
     points = np.asarray(points, np.float64).reshape(-1, 2)
     extent = reach_ang + radius_ang  # so that the vectors near the reach keep all their pairs
-    pairs = cKDTree(points).query_pairs(extent, output_type="ndarray")
-    if len(pairs) == 0:
+    origins = points if len(points) <= anchors else \
+        points[np.random.default_rng(0).choice(len(points), anchors, replace=False)]  # fixed, unbiased subset
+    neighbours = cKDTree(points).query_ball_point(origins, extent)
+    d = np.concatenate([points[j] - o for o, j in zip(origins, neighbours)] + [np.zeros((0, 2))])
+    d = d[np.hypot(*d.T) > 0]
+    if not len(d):
         return np.zeros((0, 2))
-    d = points[pairs[:, 1]] - points[pairs[:, 0]]
-    d = np.concatenate([d, -d])
     bins = 2 * int(np.ceil(extent / bin_ang))
     extent = bins * bin_ang / 2
     counts, _, _ = np.histogram2d(d[:, 0], d[:, 1], bins=bins, range=[[-extent, extent]] * 2)
@@ -156,7 +159,7 @@ def lattice_vectors(points, *, reach_ang: float = 5.0, min_share: float = 0.25, 
     mass = ndimage.convolve(counts, disc.astype(np.float64), mode="constant")
     smooth = ndimage.gaussian_filter(counts, radius_ang / bin_ang / 3, mode="constant")
     peaks = smooth == ndimage.maximum_filter(smooth, footprint=disc, mode="constant")
-    peaks &= mass >= min_share * len(points)
+    peaks &= mass >= min_share * len(origins)
     centres = (np.argwhere(peaks) + 0.5) * bin_ang - extent
     centres = centres[(np.hypot(*centres.T) > 2 * radius_ang) & (np.hypot(*centres.T) <= reach_ang)]
     tree = cKDTree(d)
