@@ -181,8 +181,9 @@ def lattice_average(points, vectors, *, iterations: int = 3) -> np.ndarray:
     vectors = np.asarray(vectors, np.float64).reshape(-1, 2)
     if len(points) < 2 or not len(vectors):
         return points.copy()
-    gate = 0.5 * np.min(np.hypot(*vectors.T))
-    pairs = cKDTree(points).query_pairs(np.max(np.hypot(*vectors.T)) + gate, output_type="ndarray")
+    lengths = np.hypot(*vectors.T)
+    gate = 0.5 * lengths.min()
+    pairs = cKDTree(points).query_pairs(lengths.max() + gate, output_type="ndarray")
     if not len(pairs):
         return points.copy()
     i, j = np.concatenate([pairs[:, 0], pairs[:, 1]]), np.concatenate([pairs[:, 1], pairs[:, 0]])
@@ -209,14 +210,6 @@ def match(predicted, truth, tolerance: float) -> tuple[np.ndarray, np.ndarray]:
     rows, cols = optimize.linear_sum_assignment(cost)
     good = distance[rows, cols] < tolerance
     return rows[good], cols[good]
-
-
-def detection_scores(predicted, truth, tolerance: float) -> dict:
-    """Counts and scores of one image: tp, fp, fn, precision, recall, f1 (see `match`)."""
-    i_pred, _ = match(predicted, truth, tolerance)
-    tp = len(i_pred)
-    fp, fn = len(np.asarray(predicted).reshape(-1, 2)) - tp, len(np.asarray(truth).reshape(-1, 2)) - tp
-    return {"tp": tp, "fp": fp, "fn": fn, **f1_from_counts(tp, fp, fn)}
 
 
 def f1_from_counts(tp: int, fp: int, fn: int) -> dict:

@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from learners.atoms import (centred_inside, detection_scores, find_peaks, lattice_average, lattice_vectors, match,
-                            normalize, pixels_to_model, refine_subpixel, resample)
+from learners.atoms import (centred_inside, find_peaks, lattice_average, lattice_vectors, match, normalize,
+                            pixels_to_model, refine_subpixel, resample)
 from learners.segment import (AtomFinder, load_atomfinder, locate, make_loss, make_optimizer, predict_maps,
                               prepare_sample, score_image, score_samples, targets, train_atomfinder)
 from learners.train import init_state, load_model, make_train_step, save_model
@@ -109,7 +109,8 @@ def test_matching_is_one_to_one_within_the_tolerance():
     predicted = np.array([[0.1, 0.0], [0.2, 0.1], [1.5, 0.1], [9.0, 9.0]])
     i_pred, i_true = match(predicted, truth, 0.355)
     assert sorted(zip(i_pred.tolist(), i_true.tolist())) == [(0, 0), (2, 1)]
-    scores = detection_scores(predicted, truth, 0.355)
+    found = {"x_ang": predicted[:, 0], "y_ang": predicted[:, 1], "species": np.array(["C"] * 4, dtype=object)}
+    scores = score_image(found, truth[:, 0], truth[:, 1], np.array(["C"] * 3, dtype=object), tolerance_ang=0.355)
     assert (scores["tp"], scores["fp"], scores["fn"]) == (2, 2, 1)
     assert scores["f1"] == pytest.approx(2 * 0.5 * (2 / 3) / (0.5 + 2 / 3))
 
