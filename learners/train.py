@@ -18,6 +18,7 @@ keyword arguments, free-form metadata (pixel size, classes, normalization) and t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Callable, Iterable
@@ -88,33 +89,33 @@ def fit(state: TrainState, step: Callable, epoch_batches: Callable[[int], Iterab
     if not (isinstance(epochs, int) and epochs >= 0):
         raise ValueError(f"epochs={epochs!r} is not allowed; give an integer >= 0")
     manager = _manager(checkpoint_dir) if checkpoint_dir is not None else None
-    first = 0
-    if manager is not None and manager.latest_step() is not None:
-        first = manager.latest_step() + 1
-        state = _restore(manager, first - 1, state)
-    history = []
-    for epoch in range(first, epochs):
-        sums, n = {}, 0
-        for batch in epoch_batches(epoch):
-            state, metrics = step(state, batch, key)
-            for name, value in metrics.items():
-                sums[name] = sums.get(name, 0.0) + float(value)
-            n += 1
-        means = {name: total / max(n, 1) for name, total in sums.items()}
-        history.append(means)
-        if manager is not None:
-            _save(manager, epoch, state)
-        if on_epoch is not None:
-            on_epoch(epoch, means)
-    if manager is not None:
-        manager.close()
+    with contextlib.closing(manager) if manager is not None else contextlib.nullcontext():  # closed on errors too
+        first = 0
+        if manager is not None and manager.latest_step() is not None:
+            first = manager.latest_step() + 1
+            state = _restore(manager, first - 1, state)
+        history = []
+        for epoch in range(first, epochs):
+            sums, n = {}, 0
+            for batch in epoch_batches(epoch):
+                state, metrics = step(state, batch, key)
+                for name, value in metrics.items():
+                    sums[name] = sums.get(name, 0.0) + float(value)
+                n += 1
+            means = {name: total / max(n, 1) for name, total in sums.items()}
+            history.append(means)
+            if manager is not None:
+                _save(manager, epoch, state)
+            if on_epoch is not None:
+                on_epoch(epoch, means)
     return state, history
 
 
 def _manager(directory):
     import orbax.checkpoint as ocp
 
-    options = ocp.CheckpointManagerOptions(max_to_keep=2, create=True)
+    # synchronous saves: every save is waited for anyway, and no background thread outlives a failed fit
+    options = ocp.CheckpointManagerOptions(max_to_keep=2, create=True, enable_async_checkpointing=False)
     return ocp.CheckpointManager(Path(directory).absolute(), options=options)
 
 
@@ -123,7 +124,6 @@ def _save(manager, epoch: int, state: TrainState) -> None:
 
     leaves = {str(i): np.asarray(leaf) for i, leaf in enumerate(jax.tree.leaves(state))}
     manager.save(epoch, args=ocp.args.StandardSave(leaves))
-    manager.wait_until_finished()
 
 
 def _restore(manager, epoch: int, template: TrainState) -> TrainState:
