@@ -57,8 +57,9 @@ def test_bad_serve_options_are_one_line_errors(tmp_path):
 def test_policy_runs_identically_in_process_and_through_serve_and_connect(tmp_path):
     keys, session, port = tmp_path / "k", tmp_path / "session", free_port()
     twin("keys", "create", keys)
+    errors = (tmp_path / "serve.err").open("w")  # a file, not a pipe nobody reads, which could fill and block
     server = subprocess.Popen([*TWIN, "serve", "stem", "--keys", keys, "--port", str(port), "--seed", "3",
-                               "--record", session], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               "--record", session], stdout=subprocess.PIPE, stderr=errors, text=True)
     try:
         assert "serving" in server.stdout.readline()
         with connect(f"tcp://127.0.0.1:{port}", keys=keys, timeout_s=120) as remote:
@@ -67,6 +68,7 @@ def test_policy_runs_identically_in_process_and_through_serve_and_connect(tmp_pa
     finally:
         server.send_signal(signal.SIGINT)
         server.wait(timeout=30)
+        errors.close()
     for a, b in zip(far, local):
         assert a.identical(b)
     replayed = twin("replay", session)
