@@ -220,3 +220,19 @@ def test_windowed_propagation_errs_by_about_the_probe_tail_outside_the_window(wi
         a, b = windowed[name].values, full[name].values
         assert np.linalg.norm(a - b) / np.linalg.norm(b) < 2 * tail
     assert np.abs(windowed["com"].values - full["com"].values).max() < tail * np.abs(full["com"].values).max() * 10
+
+
+def _smooth(m: int) -> bool:
+    for p in (2, 3, 5, 7):
+        while m % p == 0:
+            m //= p
+    return m == 1
+
+
+@given(n=st.integers(-10, 5000))
+def test_fft_friendly_is_the_next_7_smooth_size(n):
+    from twin.stem.job import fft_friendly
+
+    size = fft_friendly(n)
+    assert size >= max(n, 1) and _smooth(size)
+    assert not any(_smooth(m) for m in range(max(n, 1), size))

@@ -243,7 +243,8 @@ def make_job(atoms, *, probe: ProbeSpec, potential: PotentialSpec, scan: GridSca
 
 
 def fft_friendly(n: int) -> int:
-    """The smallest integer >= n whose prime factors are 2, 3, 5 and 7 (fast FFT sizes)."""
+    """The smallest integer >= max(n, 1) whose prime factors are 2, 3, 5 and 7 (fast FFT sizes)."""
+    n = max(int(n), 1)  # 0 would divide by 2 forever
     while True:
         m = n
         for p in (2, 3, 5, 7):
