@@ -15,7 +15,8 @@ from pathlib import Path
 
 from twin.generate.store import FORMAT, MANIFEST, read_manifest, sha256, shard_name, write_manifest, write_shard
 
-SCHEDULER_TIMEOUT_S = 5.0
+SCHEDULER_TIMEOUT_S = 5.0  # [s] for reaching a --scheduler
+CLOSE_TIMEOUT_S = 60.0  # [s] for shutting a Dask client and local cluster down
 
 
 def make_shard(recipe, index: int, shard_size: int, n_samples: int, directory: str) -> tuple[str, dict]:
@@ -122,9 +123,9 @@ def _run_on_dask(recipe, todo, shard_size, n_samples, directory, workers, schedu
         for future in as_completed(futures):
             finished(*future.result())
     finally:
-        client.close()
+        client.close(timeout=CLOSE_TIMEOUT_S)
         if cluster is not None:
-            cluster.close()
+            cluster.close(timeout=CLOSE_TIMEOUT_S)  # bounded: a stuck worker must not hold the run open
 
 
 def verify(directory) -> list[str]:
