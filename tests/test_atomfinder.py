@@ -207,8 +207,8 @@ def test_lattice_average_turns_and_moves_with_the_points(angle, shift, seed):
 
 
 def test_lattice_vectors_from_a_subset_of_anchors_match_those_from_all_points():
-    """Above `anchors` points only every k-th point's displacements are counted (bounded time and memory on
-    large images): 150 of ~350 noisy honeycomb sites give the same 42 vectors within 0.06 A."""
+    """Above `anchors` points only the displacements from a fixed random subset of them are counted (bounded
+    time and memory on large images): 150 of ~350 noisy honeycomb sites give the same 42 vectors within 0.06 A."""
     rng = np.random.default_rng(5)
     sites = _honeycomb(0.7, np.array([1.0, 2.0]))
     noisy = sites + rng.normal(0, 0.1, sites.shape)
