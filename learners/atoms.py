@@ -140,9 +140,9 @@ def lattice_vectors(points, *, reach_ang: float = 5.0, min_share: float = 0.25, 
     `min_share` x n pairs within `radius_ang` (n: the points, or the anchors below), refined by mean shift (the
     mean of the pairs within `radius_ang`, repeated). In a honeycomb every lattice translation holds ~n pairs
     and every bond ~n/2; in an amorphous film or a handful of points no maximum holds enough, and the result is
-    empty. The set is symmetric (v and -v),
-    without 0, and holds the vectors up to `reach_ang`. Above `anchors` points, only the displacements from a
-    fixed random subset of `anchors` points to their neighbours are counted, which bounds time and memory."""
+    empty. The set is symmetric (v and -v), without 0, and holds the vectors up to `reach_ang`. Above `anchors`
+    points, only the displacements from a fixed random subset of `anchors` points to their neighbours are
+    counted, which bounds time and memory."""
     points = np.asarray(points, np.float64).reshape(-1, 2)
     extent = reach_ang + radius_ang  # so that the vectors near the reach keep all their pairs
     origins = points if len(points) <= anchors else \
